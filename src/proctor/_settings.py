@@ -1,0 +1,55 @@
+"""Settings declared once, as data: the CLI, the environment and the docs read this list."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from ._errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    env: str
+    default: str
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "database",
+        "PROCTOR_DATABASE_URL",
+        "sqlite:///./.proctor/proctor.db",
+        "Where decisions, policies and review items live (sqlite:///PATH or postgresql://...).",
+    ),
+    Setting(
+        "durability",
+        "PROCTOR_DURABILITY",
+        "process",
+        "'process': a decision survives the process being killed (SQLite WAL, synchronous=NORMAL);"
+        " 'power': it survives power loss too (synchronous=FULL).",
+    ),
+    Setting(
+        "busy_timeout_ms",
+        "PROCTOR_BUSY_TIMEOUT_MS",
+        "5000",
+        "How long a SQLite writer waits for another process's write lock before failing closed.",
+    ),
+)
+
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def setting(name: str) -> str:
+    """The value of a setting: its environment variable if set, else its default."""
+    s = _BY_NAME[name]
+    return os.environ.get(s.env) or s.default
+
+
+def int_setting(name: str) -> int:
+    raw = setting(name)
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{_BY_NAME[name].env} must be a whole number, got {raw!r}") from exc

@@ -1,0 +1,49 @@
+"""The hash chain: canonical record bytes and the digest that links each record to the last.
+
+digest(n) = SHA-256( digest(n-1) as 32 bytes
+                     || "seq|kind|agent|tool|decision|" as UTF-8
+                     || canonical JSON of record n )
+
+The header binds the indexed columns to the chain, so editing a column a query relies on
+breaks verification as surely as editing the record. The chain's head (last seq and digest)
+is also kept outside the chained rows, so cutting off the newest records is visible.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+
+GENESIS = "0" * 64
+_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+
+
+def _fallback(value: Any) -> Any:
+    if isinstance(value, set | frozenset | tuple):
+        return sorted(value, key=repr) if isinstance(value, set | frozenset) else list(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value)
+
+
+def canonical(value: Any) -> bytes:
+    """Key-sorted compact JSON; values JSON lacks are recorded by a stable text form."""
+    return orjson.dumps(value, option=_OPTIONS, default=_fallback)
+
+
+def args_digest(args: Any) -> str:
+    """SHA-256 of the canonical arguments: what a grant is bound to."""
+    return hashlib.sha256(canonical(args)).hexdigest()
+
+
+def header(seq: int, kind: str, agent: str | None, tool: str | None, decision: str | None) -> bytes:
+    return f"{seq}|{kind}|{agent or ''}|{tool or ''}|{decision or ''}|".encode()
+
+
+def link(prev_hex: str, head: bytes, record: bytes) -> str:
+    h = hashlib.sha256(bytes.fromhex(prev_hex))
+    h.update(head)
+    h.update(record)
+    return h.hexdigest()

@@ -1,0 +1,207 @@
+"""Evaluate one action against a compiled policy and explain the result.
+
+Combining: ``deny`` beats ``review`` beats ``allow``; no match falls to
+``defaults.decision``. Any evaluation problem denies (fail closed) and says why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import cel
+
+from .compile import CompiledPolicy, CompiledRule
+
+ENVELOPE_AGENT = "envelope.agent"
+ENVELOPE_TOOLS = "envelope.tools"
+ENVELOPE_DATA = "envelope.data"
+DEFAULTS = "defaults"
+EVALUATION_ERROR = "evaluation-error"
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """A proposed tool call."""
+
+    agent: str
+    tool: str
+    args: dict[str, Any] = field(default_factory=dict)
+    context: dict[str, Any] = field(default_factory=dict)
+    reversible: bool = True
+    reads: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome for one action, with everything needed to explain it."""
+
+    decision: str  # allow | deny | review
+    rule_ids: tuple[str, ...]
+    reason: str
+    policy_version: str | None
+    risk: float | None = None
+    queue: str | None = None
+    on_error: bool = False
+    sample: float = 0.0
+    sample_queue: str | None = None
+    error: str | None = None
+
+    def explain(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "decision": self.decision,
+            "rules": list(self.rule_ids),
+            "reason": self.reason,
+            "risk": self.risk,
+            "policy_version": self.policy_version,
+        }
+        if self.queue:
+            out["queue"] = self.queue
+        if self.on_error:
+            out["on_error"] = "review"
+        if self.sample:
+            out["sample"] = self.sample
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+def refuse(reason: str, rule_id: str, version: str | None, error: str | None = None) -> Decision:
+    return Decision("deny", (rule_id,), reason, version, error=error)
+
+
+def in_scope(read: str, scopes: list[str]) -> bool:
+    """``customers.contact`` covers ``customers.contact`` and ``customers.contact.email``."""
+    return any(read == s or read.startswith(s + ".") or s == "*" for s in scopes)
+
+
+def evaluate(policy: CompiledPolicy, action: Action) -> Decision:
+    version = policy.version
+    agent = policy.agents.get(action.agent)
+    if agent is None:
+        return refuse(
+            f"agent '{action.agent}' is not declared in policy '{policy.name}'",
+            ENVELOPE_AGENT, version,
+        )
+    if action.tool not in policy.agent_tools[action.agent]:
+        return refuse(
+            f"tool '{action.tool}' is not in the envelope of agent '{action.agent}'",
+            ENVELOPE_TOOLS, version,
+        )
+    for read in action.reads:
+        if not in_scope(read, agent.data):
+            return refuse(
+                f"agent '{action.agent}' may not read data scope '{read}'", ENVELOPE_DATA, version
+            )
+    roots = policy.roots(action.tool)
+    try:
+        ctx = _context(policy, action, roots)
+    except (TypeError, ValueError, OverflowError) as exc:
+        return refuse(
+            f"the action's arguments or context cannot be given to CEL: {exc}",
+            EVALUATION_ERROR, version, error=type(exc).__name__,
+        )
+    risk: float | None = None
+    if policy.risk is not None:
+        try:
+            value = policy.risk.execute(ctx)
+        except (KeyError, TypeError, ValueError, RuntimeError, ZeroDivisionError, OverflowError) as exc:
+            return _failed("the risk expression", exc, version)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return refuse(
+                f"the risk expression returned {type(value).__name__}, not a number",
+                EVALUATION_ERROR, version, error="TypeError",
+            )
+        risk = float(value)
+    if "risk" in roots:
+        ctx.add_variable("risk", 0.0 if risk is None else risk)
+    matched: list[CompiledRule] = []
+    for rule in policy.candidates(action.tool):
+        try:
+            result = rule.program.execute(ctx)
+        except (KeyError, TypeError, ValueError, RuntimeError, ZeroDivisionError, OverflowError) as exc:
+            return _failed(f"rule '{rule.id}'", exc, version, rule.id)
+        if result is True:
+            matched.append(rule)
+        elif result is not False:
+            return refuse(
+                f"rule '{rule.id}' returned {type(result).__name__}, not a boolean",
+                rule.id, version, error="TypeError",
+            )
+    return _combine(policy, matched, risk)
+
+
+def _context(policy: CompiledPolicy, action: Action, roots: frozenset[str]) -> Any:
+    """A CEL context with only the variables the candidate rules read.
+
+    Converting values into CEL costs microseconds each, so the per-agent and per-tool part
+    is built once per thread and only ``args`` and ``context`` are set per decision.
+    """
+    key = (action.agent, action.tool, action.reversible, action.reads)
+    cache: dict[tuple[Any, ...], Any] | None = getattr(policy.local, "contexts", None)
+    if cache is None:
+        cache = policy.local.contexts = {}
+    ctx = cache.get(key)
+    if ctx is None:
+        static: dict[str, Any] = {"tool": action.tool}
+        if "agent" in roots:
+            static["agent"] = policy.agent_maps[action.agent]
+        if "action" in roots:
+            static["action"] = {"reversible": action.reversible, "reads": list(action.reads)}
+        ctx = cel.Context(static)
+        if len(cache) >= 1024:  # bounded: odd read lists must not grow memory forever
+            cache.clear()
+        cache[key] = ctx
+    if "args" in roots:
+        ctx.add_variable("args", action.args)
+    if "context" in roots:
+        ctx.add_variable("context", action.context)
+    return ctx
+
+
+def _failed(what: str, exc: BaseException, version: str, rule_id: str = EVALUATION_ERROR) -> Decision:
+    detail = str(exc) if not isinstance(exc, KeyError) else f"missing field {exc}"
+    return refuse(
+        f"{what} could not be evaluated ({type(exc).__name__}: {detail}); failing closed",
+        rule_id, version, error=type(exc).__name__,
+    )
+
+
+def _combine(policy: CompiledPolicy, matched: list[CompiledRule], risk: float | None) -> Decision:
+    version = policy.version
+    for verdict in ("deny", "review", "allow"):
+        hits = [r for r in matched if r.decide == verdict]
+        if not hits:
+            continue
+        reason = "; ".join(r.reason or f"rule '{r.id}' decided {verdict}" for r in hits)
+        ids = tuple(r.id for r in hits)
+        if verdict == "deny":
+            return Decision("deny", ids, reason, version, risk)
+        if verdict == "review":
+            return Decision("review", ids, reason, version, risk, queue=hits[0].queue)
+        sampled = max(hits, key=lambda r: r.sample or 0.0)
+        on_error = next((r for r in hits if r.on_error), None)
+        return Decision(
+            "allow", ids, reason, version, risk,
+            queue=on_error.queue if on_error else None,
+            on_error=on_error is not None,
+            sample=sampled.sample or 0.0,
+            sample_queue=sampled.queue if sampled.sample else None,
+        )
+    default = policy.document.defaults.decision
+    return Decision(
+        default, (DEFAULTS,),
+        f"no rule matched; the policy's default is {default}", version, risk,
+        queue=policy.document.defaults.queue if default == "review" else None,
+    )
+
+
+def sampled(decision_id: str, rate: float) -> bool:
+    """Deterministic sampling from the decision id, so a replay reaches the same verdict."""
+    if rate <= 0.0:
+        return False
+    if rate >= 1.0:
+        return True
+    h = int.from_bytes(hashlib.sha256(decision_id.encode()).digest()[:8], "big")
+    return h / 2**64 < rate

@@ -1,0 +1,125 @@
+"""Read YAML into plain Python values while remembering where every key and value stood.
+
+PyYAML's composer gives nodes with marks; we build the data ourselves so that a later
+schema or CEL error can be reported as FILE:LINE:COL of the exact key or value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from .._errors import PolicyError
+
+Path = tuple[str | int, ...]
+KEY = "\x00key"  # marks the position of a mapping key rather than its value
+
+
+@dataclass
+class Located:
+    """Parsed YAML plus the 1-based (line, column) of each path, and the raw text."""
+
+    data: Any
+    source: str
+    text: str
+    positions: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    scalars: dict[Path, yaml.ScalarNode] = field(default_factory=dict)
+
+    def where(self, path: Path) -> tuple[int, int]:
+        """Position of ``path``, or of its nearest recorded ancestor."""
+        p = tuple(path)
+        while p:
+            if p in self.positions:
+                return self.positions[p]
+            p = p[:-1]
+        return self.positions.get((), (1, 1))
+
+    def error(self, path: Path, message: str) -> PolicyError:
+        line, col = self.where(path)
+        return PolicyError(message, source=self.source, line=line, column=col)
+
+    def locate_in_scalar(self, path: Path, line_in: int, col_in: int) -> tuple[int, int]:
+        """Map a 1-based (line, col) inside a string value to a place in the file."""
+        node = self.scalars.get(tuple(path))
+        if node is None:
+            return self.where(path)
+        value = str(node.value)
+        wanted = value.splitlines()[line_in - 1] if value else ""
+        start = node.start_mark.line
+        lines = self.text.splitlines()
+        if node.style is None and "\n" not in value and line_in == 1:
+            return start + 1, node.start_mark.column + col_in
+        if node.style in ("'", '"') and line_in == 1:
+            return start + 1, node.start_mark.column + 1 + col_in
+        # Block or folded scalars: find the wanted line of the value in the file itself.
+        for n in range(start, min(node.end_mark.line + 1, len(lines))):
+            idx = lines[n].find(wanted) if wanted else -1
+            if idx >= 0 and (n > start or node.style is None):
+                return n + 1, idx + col_in
+        return start + 1, node.start_mark.column + 1
+
+
+class _Builder:
+    def __init__(self, located: Located) -> None:
+        self.located = located
+        self.constructor = yaml.SafeLoader("")
+
+    def build(self, node: yaml.Node, path: Path) -> Any:
+        self.located.positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        if isinstance(node, yaml.MappingNode):
+            out: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    raise self._error(key_node, "mapping keys must be plain strings")
+                key = self.constructor.construct_object(key_node)
+                if key == "<<":
+                    raise self._error(key_node, "YAML merge keys ('<<') are not supported")
+                if not isinstance(key, str):
+                    key = str(key_node.value)
+                if key in out:
+                    raise self._error(key_node, f"duplicate key '{key}'")
+                self.located.positions[(*path, key, KEY)] = (
+                    key_node.start_mark.line + 1,
+                    key_node.start_mark.column + 1,
+                )
+                out[key] = self.build(value_node, (*path, key))
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+        assert isinstance(node, yaml.ScalarNode)
+        self.located.scalars[path] = node
+        return self.constructor.construct_object(node)
+
+    def _error(self, node: yaml.Node, message: str) -> PolicyError:
+        return PolicyError(
+            message,
+            source=self.located.source,
+            line=node.start_mark.line + 1,
+            column=node.start_mark.column + 1,
+        )
+
+
+def load_yaml(text: str, source: str = "<policy>") -> Located:
+    """Parse one YAML document; syntax errors become PolicyError with the parser's place."""
+    located = Located(data=None, source=source, text=text)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise PolicyError(f"invalid YAML: {problem}", source=source, line=line, column=col) from exc
+    except yaml.YAMLError as exc:  # e.g. more than one document
+        raise PolicyError(f"invalid YAML: {exc}", source=source, line=1, column=1) from exc
+    if node is None:
+        raise PolicyError("the policy is empty", source=source, line=1, column=1)
+    try:
+        located.data = _Builder(located).build(node, ())
+    except yaml.constructor.ConstructorError as exc:
+        mark = exc.problem_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+        raise PolicyError(f"invalid YAML value: {exc.problem}", source=source, line=line,
+                          column=col) from exc
+    return located

@@ -1,0 +1,61 @@
+"""Runs: a group of actions with one run id, one trace id and shared context."""
+
+from __future__ import annotations
+
+import os
+from contextvars import ContextVar, Token
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from .gate import Gate
+
+_current: ContextVar[Run | None] = ContextVar("proctor_run", default=None)
+
+
+def current_run() -> Run | None:
+    return _current.get()
+
+
+@dataclass
+class Run:
+    """Use as ``with px.run(agent=..., confidence=0.9) as run:``; nested runs share the trace."""
+
+    agent: str
+    context: dict[str, Any]
+    gate: Gate
+    parent: Run | None = None
+    id: str = field(default_factory=lambda: os.urandom(16).hex())
+    trace_id: str = ""
+    started: bool = False  # its start is recorded with its first action
+    actions: int = 0
+    _token: Token[Run | None] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.parent is not None:
+            self.trace_id = self.parent.trace_id
+            self.context = {**self.parent.context, **self.context}
+        elif not self.trace_id:
+            self.trace_id = os.urandom(16).hex()
+
+    def update(self, **context: Any) -> None:
+        """Change the context the following actions are judged with."""
+        self.context = {**self.context, **context}
+
+    def __enter__(self) -> Run:
+        self._token = _current.set(self)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._token is not None:
+            _current.reset(self._token)
+            self._token = None
+        if self.started:
+            self.gate.end_run(self, error=exc)

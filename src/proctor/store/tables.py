@@ -1,0 +1,84 @@
+"""SQLAlchemy Core tables. Changing one means a new Alembic revision in migrations/versions."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+# One row: the head of the audit chain and the active policy version. Every decision reads
+# it inside its write transaction, so a decision always names exactly one policy version
+# and a truncated log disagrees with the head.
+state = Table(
+    "proctor_state",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("head_seq", BigInteger, nullable=False),
+    Column("head_hash", String(64), nullable=False),
+    Column("policy_version", String(64), nullable=True),
+    Column("updated_at", Float, nullable=False),
+)
+
+policies = Table(
+    "proctor_policies",
+    metadata,
+    Column("version", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("author", String(200), nullable=True),
+    Column("message", Text, nullable=True),
+)
+
+audit_log = Table(
+    "proctor_audit_log",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("id", String(32), nullable=False),
+    Column("ts", Float, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("agent", String(200), nullable=True),
+    Column("tool", String(200), nullable=True),
+    Column("decision", String(16), nullable=True),
+    Column("hash", String(64), nullable=False),
+    Column("record", Text, nullable=False),
+)
+# Only a time index: each secondary index is a page written on every decision's commit,
+# and a random-key index (like the record id) costs more than the rest of the write.
+Index("ix_audit_ts", audit_log.c.ts)
+
+review_items = Table(
+    "proctor_review_items",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("kind", String(16), nullable=False),  # approval | exception | sample | choice
+    Column("status", String(16), nullable=False),
+    Column("queue", String(200), nullable=False),
+    Column("agent", String(200), nullable=False),
+    Column("tool", String(200), nullable=False),
+    Column("decision_id", String(32), nullable=False),
+    Column("decision_seq", BigInteger, nullable=False),
+    Column("run_id", String(32), nullable=True),
+    Column("policy_version", String(64), nullable=True),
+    Column("rule_ids", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("risk", Float, nullable=True),
+    Column("args", Text, nullable=False),  # masked
+    Column("args_digest", String(64), nullable=False),
+    Column("context", Text, nullable=False),  # masked
+    Column("detail", Text, nullable=True),  # the error of an exception item, etc.
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=True),
+    Column("updated_at", Float, nullable=False),
+)
+Index("ix_review_status_queue", review_items.c.status, review_items.c.queue)
