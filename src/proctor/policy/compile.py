@@ -40,6 +40,25 @@ class CompiledRule:
     sample: float | None
     tools: frozenset[str] | None  # None: may match any tool
     roots: frozenset[str]  # top-level CEL variables the condition reads
+    fields: dict[str, frozenset[str] | None]  # args/context keys it reads; None: all of them
+
+
+@dataclass(frozen=True, slots=True)
+class Needs:
+    roots: frozenset[str]
+    args: frozenset[str] | None  # keys of args to convert; None: all
+    context: frozenset[str] | None
+
+
+def _union(fields: list[dict[str, frozenset[str] | None]], root: str) -> frozenset[str] | None:
+    out: set[str] = set()
+    for f in fields:
+        if root in f:
+            keys = f[root]
+            if keys is None:
+                return None
+            out |= keys
+    return frozenset(out)
 
 
 @dataclass(frozen=True)
@@ -60,20 +79,24 @@ class CompiledPolicy:
     queues: dict[str, Queue]
     sensitive: tuple[tuple[str, ...], ...] = field(default=())
     risk_roots: frozenset[str] = frozenset()
+    risk_fields: dict[str, frozenset[str] | None] = field(default_factory=dict)
     local: threading.local = field(default_factory=threading.local, compare=False, repr=False)
 
     def candidates(self, tool: str) -> tuple[CompiledRule, ...]:
         """The rules that could match an action on ``tool``, in policy order."""
         return self.by_tool.get(tool, self.any_tool)
 
-    def roots(self, tool: str) -> frozenset[str]:
-        """The CEL variables an action on ``tool`` needs: nothing else is converted."""
-        cache: dict[str, frozenset[str]] | None = getattr(self.local, "roots", None)
+    def needs(self, tool: str) -> Needs:
+        """What an action on ``tool`` must hand to CEL: nothing else is converted."""
+        cache: dict[str, Needs] | None = getattr(self.local, "needs", None)
         if cache is None:
-            cache = self.local.roots = {}
+            cache = self.local.needs = {}
         found = cache.get(tool)
         if found is None:
-            found = self.risk_roots.union(*(r.roots for r in self.candidates(tool)))
+            candidates = self.candidates(tool)
+            roots = self.risk_roots.union(*(r.roots for r in candidates))
+            fields = [self.risk_fields, *(r.fields for r in candidates)]
+            found = Needs(roots, _union(fields, "args"), _union(fields, "context"))
             if len(cache) < 4096:
                 cache[tool] = found
         return found
@@ -94,9 +117,11 @@ def compile_policy(text: str, source: str = "<policy>") -> CompiledPolicy:
     doc = validate(located)
     risk = None
     risk_roots: frozenset[str] = frozenset()
+    risk_fields: dict[str, frozenset[str] | None] = {}
     if doc.risk is not None:
         risk = _compile_cel(doc.risk, ("risk",), located, ROOTS)
         risk_roots = ROOTS.intersection(risk.variables())
+        risk_fields = _fields(doc.risk, risk_roots)
     rules: list[CompiledRule] = []
     for i, rule in enumerate(doc.rules):
         program = _compile_cel(rule.when, ("rules", i, "when"), located, ROOTS | {"risk"})
@@ -120,6 +145,7 @@ def compile_policy(text: str, source: str = "<policy>") -> CompiledPolicy:
         queues=dict(doc.queues),
         sensitive=tuple(tuple(p.split(".")) for p in doc.sensitive),
         risk_roots=risk_roots,
+        risk_fields=risk_fields,
     )
 
 
@@ -135,7 +161,8 @@ def _compiled_rule(doc: PolicyDocument, rule: Rule, i: int, program: Any) -> Com
         on_error=rule.on_error == "review",
         sample=rule.sample,
         tools=tools,
-        roots=(ROOTS | {"risk"}).intersection(program.variables()),
+        roots=(roots := (ROOTS | {"risk"}).intersection(program.variables())),
+        fields=_fields(rule.when, roots),
     )
 
 
@@ -148,6 +175,28 @@ def _index(
         tool: tuple(r for r in rules if r.tools is None or tool in r.tools) for tool in named
     }
     return by_tool, any_tool
+
+
+_ROOT_USE = re.compile(r"(?<![\w.])(args|context)\b(\s*\.\s*([A-Za-z_]\w*))?")
+
+
+def _fields(expr: str, roots: frozenset[str]) -> dict[str, frozenset[str] | None]:
+    """Which keys of ``args`` and ``context`` an expression reads.
+
+    Only plain ``args.key`` access can be projected; anything else (``size(args)``,
+    ``args[k]``, ``"k" in args``, a string that happens to say "args") means the whole map.
+    """
+    out: dict[str, set[str] | None] = {r: set() for r in ("args", "context") if r in roots}
+    for m in _ROOT_USE.finditer(expr):
+        root, key = m.group(1), m.group(3)
+        if root not in out:
+            continue
+        keys = out[root]
+        if key is None:
+            out[root] = None
+        elif keys is not None:
+            keys.add(key)
+    return {r: (None if k is None else frozenset(k)) for r, k in out.items()}
 
 
 def _conjuncts(expr: str) -> list[str]:
@@ -196,6 +245,7 @@ def _compile_cel(expr: str, path: tuple[str | int, ...], located: Located, roots
         m = _CEL_ERROR.search(str(exc))
         line_in, col_in, msg = (int(m.group(1)), int(m.group(2)), m.group(3)) if m else (1, 1, str(exc))
         line, col = located.locate_in_scalar(path, line_in, col_in)
+        msg = msg.split(" expecting ", 1)[0].removeprefix("Syntax error: ")
         raise PolicyError(f"CEL syntax error: {msg}", source=located.source, line=line,
                           column=col) from exc
     bound = set(_BOUND.findall(expr))

@@ -12,7 +12,7 @@ from typing import Any
 
 import cel
 
-from .compile import CompiledPolicy, CompiledRule
+from .compile import CompiledPolicy, CompiledRule, Needs
 
 ENVELOPE_AGENT = "envelope.agent"
 ENVELOPE_TOOLS = "envelope.tools"
@@ -94,9 +94,10 @@ def evaluate(policy: CompiledPolicy, action: Action) -> Decision:
             return refuse(
                 f"agent '{action.agent}' may not read data scope '{read}'", ENVELOPE_DATA, version
             )
-    roots = policy.roots(action.tool)
+    needs = policy.needs(action.tool)
+    roots = needs.roots
     try:
-        ctx = _context(policy, action, roots)
+        ctx = _context(policy, action, needs)
     except (TypeError, ValueError, OverflowError) as exc:
         return refuse(
             f"the action's arguments or context cannot be given to CEL: {exc}",
@@ -132,7 +133,7 @@ def evaluate(policy: CompiledPolicy, action: Action) -> Decision:
     return _combine(policy, matched, risk)
 
 
-def _context(policy: CompiledPolicy, action: Action, roots: frozenset[str]) -> Any:
+def _context(policy: CompiledPolicy, action: Action, needs: Needs) -> Any:
     """A CEL context with only the variables the candidate rules read.
 
     Converting values into CEL costs microseconds each, so the per-agent and per-tool part
@@ -143,6 +144,7 @@ def _context(policy: CompiledPolicy, action: Action, roots: frozenset[str]) -> A
     if cache is None:
         cache = policy.local.contexts = {}
     ctx = cache.get(key)
+    roots = needs.roots
     if ctx is None:
         static: dict[str, Any] = {"tool": action.tool}
         if "agent" in roots:
@@ -154,10 +156,16 @@ def _context(policy: CompiledPolicy, action: Action, roots: frozenset[str]) -> A
             cache.clear()
         cache[key] = ctx
     if "args" in roots:
-        ctx.add_variable("args", action.args)
+        ctx.add_variable("args", _project(action.args, needs.args))
     if "context" in roots:
-        ctx.add_variable("context", action.context)
+        ctx.add_variable("context", _project(action.context, needs.context))
     return ctx
+
+
+def _project(values: dict[str, Any], keys: frozenset[str] | None) -> dict[str, Any]:
+    if keys is None:
+        return values
+    return {k: values[k] for k in keys if k in values}
 
 
 def _failed(what: str, exc: BaseException, version: str, rule_id: str = EVALUATION_ERROR) -> Decision:
@@ -168,26 +176,32 @@ def _failed(what: str, exc: BaseException, version: str, rule_id: str = EVALUATI
     )
 
 
+_STRENGTH = {"deny": 2, "review": 1, "allow": 0}
+
+
 def _combine(policy: CompiledPolicy, matched: list[CompiledRule], risk: float | None) -> Decision:
     version = policy.version
-    for verdict in ("deny", "review", "allow"):
-        hits = [r for r in matched if r.decide == verdict]
-        if not hits:
-            continue
+    if matched:
+        verdict = max(matched, key=lambda r: _STRENGTH[r.decide]).decide
+        hits = [r for r in matched if r.decide == verdict] if len(matched) > 1 else matched
         reason = "; ".join(r.reason or f"rule '{r.id}' decided {verdict}" for r in hits)
         ids = tuple(r.id for r in hits)
         if verdict == "deny":
             return Decision("deny", ids, reason, version, risk)
         if verdict == "review":
             return Decision("review", ids, reason, version, risk, queue=hits[0].queue)
-        sampled = max(hits, key=lambda r: r.sample or 0.0)
-        on_error = next((r for r in hits if r.on_error), None)
+        on_error = sample = None
+        for r in hits:
+            if r.on_error and on_error is None:
+                on_error = r
+            if r.sample and (sample is None or r.sample > (sample.sample or 0.0)):
+                sample = r
         return Decision(
             "allow", ids, reason, version, risk,
             queue=on_error.queue if on_error else None,
             on_error=on_error is not None,
-            sample=sampled.sample or 0.0,
-            sample_queue=sampled.queue if sampled.sample else None,
+            sample=sample.sample or 0.0 if sample else 0.0,
+            sample_queue=sample.queue if sample else None,
         )
     default = policy.document.defaults.decision
     return Decision(

@@ -1,0 +1,148 @@
+"""``proctor bench``: reproducible measurements that print JSON. Budgets live in DESIGN.md."""
+
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+
+from .audit.verify import verify
+from .policy import Action, compile_policy, evaluate
+from .sdk import Proctor
+from .store import normalize_url
+
+TOOLS = 10
+
+
+def synthetic_policy(rules: int) -> str:
+    """A policy shaped like real ones: most rules pin a tool, a fifth look at every action."""
+    general = max(1, rules // 5)
+    lines = [
+        "policy: bench",
+        "defaults: {decision: deny, queue: ops}",
+        "queues: {ops: {roles: [ops]}}",
+        "agents:",
+        "  bench-agent:",
+        f"    tools: [{', '.join(f't{i}' for i in range(TOOLS))}]",
+        "    data: [orders]",
+        'risk: "(has(args.amount) && args.amount > 500.0 ? 0.5 : 0.0)'
+        ' + (action.reversible ? 0.0 : 0.3)"',
+        "rules:",
+        '  - {id: base, when: "true", decide: allow}',
+    ]
+    for i in range(rules - 1):
+        if i < general - 1:
+            lines.append(
+                f"  - {{id: g{i}, when: 'has(context.confidence) && context.confidence < 0.{i % 9 + 1}"
+                f" && risk > 0.{i % 9}', decide: review}}"
+            )
+        else:
+            tool = f"t{i % TOOLS}"
+            lines.append(
+                f"  - {{id: r{i}, when: 'tool == \"{tool}\" && args.amount > {1000 + i}.0"
+                f" && context.region == \"eu\"', decide: {'review' if i % 2 else 'deny'}}}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _action() -> Action:
+    return Action("bench-agent", "t3", {"order_id": "A-1001", "amount": 250.0},
+                  {"confidence": 0.93, "region": "eu", "customer_tier": "gold"})
+
+
+def _percentiles(samples_ns: list[int]) -> dict[str, float]:
+    s = sorted(samples_ns)
+    pick = lambda q: s[min(len(s) - 1, int(len(s) * q))] / 1000  # noqa: E731
+    return {"p50_us": round(pick(0.50), 2), "p90_us": round(pick(0.90), 2),
+            "p99_us": round(pick(0.99), 2), "max_us": round(s[-1] / 1000, 2),
+            "mean_us": round(statistics.fmean(s) / 1000, 2)}
+
+
+def _time(fn: Callable[[], Any], n: int) -> tuple[list[int], float]:
+    clock = time.perf_counter_ns
+    samples = [0] * n
+    start = clock()
+    for i in range(n):
+        t = clock()
+        fn()
+        samples[i] = clock() - t
+    return samples, (clock() - start) / 1e9
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@contextmanager
+def _database(url: str | None) -> Iterator[str]:
+    """A fresh SQLite file, or a throwaway schema in the given PostgreSQL database."""
+    if url is None or url.startswith("sqlite"):
+        with tempfile.TemporaryDirectory(prefix="proctor-bench-") as tmp:
+            yield url or f"sqlite:///{tmp}/bench.db"
+        return
+    schema = f"proctor_bench_{os.getpid()}"
+    engine = sa.create_engine(normalize_url(url))
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in url else "?"
+    try:
+        yield f"{url}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        engine.dispose()
+
+
+def bench_policy(rules: int, n: int) -> dict[str, Any]:
+    policy = compile_policy(synthetic_policy(rules), "bench")
+    action = _action()
+    for _ in range(min(n, 2000)):
+        evaluate(policy, action)
+    samples, total = _time(lambda: evaluate(policy, action), n)
+    return {"bench": "policy", "rules": rules, "candidates": len(policy.candidates(action.tool)),
+            "n": n, **_percentiles(samples), "per_s": round(n / total),
+            "decision": evaluate(policy, action).decision, "backend": "none"}
+
+
+def bench_gate(rules: int, database: str | None, n: int) -> dict[str, Any]:
+    with _database(database) as url, Proctor(url) as px:
+        px.policy.apply(synthetic_policy(rules))
+        action = _action()
+        gate = px.gate
+        for _ in range(min(n, 2000)):
+            gate.decide(action, None)
+        rss_before = _rss_mb()
+        samples, total = _time(lambda: gate.decide(action, None), n)
+        verdict = gate.decide(action, None)
+        return {"bench": "gate", "rules": rules, "backend": px.store.dialect,
+                "durability": px.store.durability, "n": n, **_percentiles(samples),
+                "per_s": round(n / total), "decision": verdict.decision.decision,
+                "rss_growth_mb": round(_rss_mb() - rss_before, 1)}
+
+
+def bench_verify(records: int, database: str | None) -> dict[str, Any]:
+    with _database(database) as url, Proctor(url) as px:
+        px.policy.apply(synthetic_policy(50))
+        action = _action()
+        left = records - 1
+        while left > 0:  # many records per transaction: this measures verify, not writes
+            chunk = min(left, 5000)
+            with px.store.write() as tx:
+                for _ in range(chunk):
+                    tx.append("decision", {"action": {"args": action.args, "context": action.context},
+                                           "rules": ["base"], "reason": "bench"},
+                              agent=action.agent, tool=action.tool, decision="allow")
+            left -= chunk
+        start = time.perf_counter()
+        result = verify(px.store)
+        seconds = time.perf_counter() - start
+        return {"bench": "verify", "backend": px.store.dialect, "records": result.checked,
+                "ok": result.ok, "seconds": round(seconds, 3),
+                "per_s": round(result.checked / seconds)}
