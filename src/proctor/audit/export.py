@@ -18,7 +18,10 @@ def iter_records(store: Store, since_seq: int = 0) -> Iterator[tuple[int, str, s
             sa.select(audit_log.c.seq, audit_log.c.hash, audit_log.c.record)
             .where(audit_log.c.seq > since_seq).order_by(audit_log.c.seq)
         )
-        yield from ((int(s), str(h), str(r)) for s, h, r in rows)
+        try:
+            yield from ((int(s), str(h), str(r)) for s, h, r in rows)
+        finally:
+            rows.close()
 
 
 def export_jsonl(store: Store, out: IO[str], since_seq: int = 0) -> int:
