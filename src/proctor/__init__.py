@@ -24,7 +24,6 @@ from .tools import UNSET
 __version__ = "0.1.0"
 
 __all__ = [
-    "UNSET",
     "Action",
     "ConfigError",
     "Decision",
@@ -32,12 +31,13 @@ __all__ = [
     "Denied",
     "NotFound",
     "PolicyError",
-    "ProctorError",
     "Proctor",
+    "ProctorError",
     "Rejected",
     "ReviewItem",
     "ReviewPending",
     "Run",
     "StoreError",
+    "UNSET",
     "Verdict",
 ]
