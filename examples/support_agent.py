@@ -39,8 +39,9 @@ def main() -> None:
     outcomes: dict[str, int] = {}
     for n in range(1, 41):
         ticket = f"T-{n:04d}"
-        with px.run(agent="support-bot", confidence=round(random.uniform(0.5, 1.0), 2),
-                    ticket=ticket):
+        with px.run(
+            agent="support-bot", confidence=round(random.uniform(0.5, 1.0), 2), ticket=ticket
+        ):
             try:
                 order = lookup_order(f"A-{n:04d}")
                 issue_refund(str(order["id"]), float(order["total"]) / 4)  # type: ignore[arg-type]

@@ -13,7 +13,9 @@ import pytest
 from proctor import Proctor
 
 PG_URL = os.environ.get("PROCTOR_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
-EXAMPLE = Path(__file__).resolve().parent.parent / "src" / "proctor" / "examples" / "support-desk.yaml"
+EXAMPLE = (
+    Path(__file__).resolve().parent.parent / "src" / "proctor" / "examples" / "support-desk.yaml"
+)
 
 
 def _pg_available() -> str | None:

@@ -9,14 +9,16 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from tests.conftest import EXAMPLE
 
 
 def proctor(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", "from proctor.cli import main; main()", *args],
-        capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
     )
 
 

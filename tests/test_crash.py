@@ -36,8 +36,12 @@ POLICY = "policy: crash\nagents: {bot: {tools: [lookup]}}\nrules: [{id: ok, deci
 def test_sigkill_loses_no_acknowledged_decision(db_url: str) -> None:
     with Proctor(db_url) as px:
         px.policy.apply(POLICY)
-    child = subprocess.Popen([sys.executable, "-c", CHILD, db_url], stdout=subprocess.PIPE,
-                             text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, db_url],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     assert child.stdout is not None
     acknowledged = []
     deadline = time.monotonic() + 60
@@ -58,9 +62,11 @@ def test_sigkill_loses_no_acknowledged_decision(db_url: str) -> None:
         result = verify(px.store)
         assert result.ok, result.message()
         with px.store.read() as conn:
-            rows = conn.execute(
-                sa.select(audit_log.c.record).where(audit_log.c.kind == "outcome")
-            ).scalars().all()
+            rows = (
+                conn.execute(sa.select(audit_log.c.record).where(audit_log.c.kind == "outcome"))
+                .scalars()
+                .all()
+            )
             decided = conn.execute(
                 sa.select(sa.func.count()).where(audit_log.c.kind == "decision")
             ).scalar_one()
@@ -69,6 +75,8 @@ def test_sigkill_loses_no_acknowledged_decision(db_url: str) -> None:
         # every call the child reported as returned has its decision in the log
         recorded_args = set()
         with px.store.read() as conn:
-            for (rec,) in conn.execute(sa.select(audit_log.c.record).where(audit_log.c.kind == "decision")):
+            for (rec,) in conn.execute(
+                sa.select(audit_log.c.record).where(audit_log.c.kind == "decision")
+            ):
                 recorded_args.add(json.loads(rec)["action"]["args"]["n"])
         assert set(acknowledged) <= recorded_args

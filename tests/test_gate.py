@@ -226,7 +226,9 @@ def test_run_context_reaches_rules_and_nested_runs_share_trace(gpx: Proctor) -> 
     starts, ends = records(gpx, "run.start"), records(gpx, "run.end")
     assert [s["run_id"] for s in starts] == [outer.id, inner.id]
     assert [(e["run_id"], e["status"], e["actions"]) for e in ends] == [
-        (inner.id, "completed", 2), (outer.id, "completed", 2)]
+        (inner.id, "completed", 2),
+        (outer.id, "completed", 2),
+    ]
 
 
 def test_sensitive_fields_are_masked_but_digest_is_of_real_args(gpx: Proctor) -> None:
@@ -246,7 +248,8 @@ def test_sensitive_fields_are_masked_but_digest_is_of_real_args(gpx: Proctor) ->
     from proctor.audit.chain import args_digest
 
     assert d["action"]["args_digest"] == args_digest(
-        {"order_id": "A1", "card": "4111111111111111", "password": "hunter2"})
+        {"order_id": "A1", "card": "4111111111111111", "password": "hunter2"}
+    )
 
 
 def test_oversized_arguments_are_denied_and_not_stored(db_url: str) -> None:

@@ -86,14 +86,18 @@ def test_missing_field_fails_closed_naming_the_rule(policy) -> None:  # type: ig
 
 
 def test_type_error_fails_closed() -> None:
-    p = compile_policy("policy: p\nagents: {bot: {tools: [t]}}\n"
-                       "rules: [{id: r, when: 'args.n > 1.0', decide: allow}]\n")
+    p = compile_policy(
+        "policy: p\nagents: {bot: {tools: [t]}}\n"
+        "rules: [{id: r, when: 'args.n > 1.0', decide: allow}]\n"
+    )
     d = evaluate(p, Action("bot", "t", {"n": "lots"}))
     assert d.decision == "deny" and d.error is not None
 
 
 def test_non_boolean_condition_fails_closed() -> None:
-    p = compile_policy("policy: p\nagents: {bot: {tools: [t]}}\nrules: [{id: r, when: '1 + 1', decide: allow}]\n")
+    p = compile_policy(
+        "policy: p\nagents: {bot: {tools: [t]}}\nrules: [{id: r, when: '1 + 1', decide: allow}]\n"
+    )
     d = evaluate(p, Action("bot", "t"))
     assert d.decision == "deny" and "not a boolean" in d.reason
 
@@ -117,7 +121,9 @@ def test_whole_map_is_given_when_a_rule_needs_it(policy) -> None:  # type: ignor
 
 
 def test_index_is_equivalent_to_trying_every_rule() -> None:
-    text = POLICY.replace("tools: [refund, reply, lookup, export]", "tools: [refund, reply, lookup, export, x]")
+    text = POLICY.replace(
+        "tools: [refund, reply, lookup, export]", "tools: [refund, reply, lookup, export, x]"
+    )
     p = compile_policy(text)
     for tool in ["refund", "reply", "lookup", "export", "x"]:
         tried = {r.id for r in p.candidates(tool)}
@@ -135,12 +141,15 @@ def test_sampling_is_deterministic_and_near_rate() -> None:
 
 
 def test_policy_tests_section_runs(policy) -> None:  # type: ignore[no-untyped-def]
-    text = POLICY + """
+    text = (
+        POLICY
+        + """
 tests:
   - {action: {agent: bot, tool: refund, args: {amount: 20.0}}, expect: allow, rules: [ok]}
   - {action: {agent: bot, tool: refund, args: {amount: 250.0}}, expect: allow}
   - {action: {agent: bot, tool: refund, args: {amount: 250.0}}, expect: review, rules: [ok]}
 """
+    )
     results = run_tests(compile_policy(text))
     assert [r.passed for r in results] == [True, False, False]
     assert "expected allow, got review" in results[1].message

@@ -25,8 +25,13 @@ def test_exception_tree() -> None:
     assert issubclass(proctor.Denied, proctor.DecisionError)
     assert issubclass(proctor.ReviewPending, proctor.DecisionError)
     assert issubclass(proctor.Rejected, proctor.DecisionError)
-    for exc in (proctor.DecisionError, proctor.PolicyError, proctor.StoreError,
-                proctor.NotFound, proctor.ConfigError):
+    for exc in (
+        proctor.DecisionError,
+        proctor.PolicyError,
+        proctor.StoreError,
+        proctor.NotFound,
+        proctor.ConfigError,
+    ):
         assert issubclass(exc, proctor.ProctorError)
     pending = proctor.ReviewPending("waiting", item_id="abc")
     assert pending.item_id == "abc"

@@ -10,15 +10,28 @@ from typing import Any
 
 MASK = "***"
 SECRET_KEYS = frozenset(
-    {"password", "passwd", "secret", "token", "api_key", "apikey", "access_token",
-     "refresh_token", "authorization", "private_key", "client_secret", "credentials"}
+    {
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "api_key",
+        "apikey",
+        "access_token",
+        "refresh_token",
+        "authorization",
+        "private_key",
+        "client_secret",
+        "credentials",
+    }
 )
 
 
-def mask(root: str, value: dict[str, Any], paths: tuple[tuple[str, ...], ...],
-         masked: list[str]) -> dict[str, Any]:
+def mask(
+    root: str, value: dict[str, Any], paths: tuple[tuple[str, ...], ...], masked: list[str]
+) -> dict[str, Any]:
     """A copy of ``value`` with secrets replaced; ``masked`` collects what was hidden."""
-    out = _by_name(value, root, masked)
+    out: dict[str, Any] = _by_name(value, root, masked)
     for path in paths:
         if path[0] == root:
             out = _by_path(out, path[1:], root, masked)

@@ -40,29 +40,41 @@ def synthetic_policy(rules: int) -> str:
     for i in range(rules - 1):
         if i < general - 1:
             lines.append(
-                f"  - {{id: g{i}, when: 'has(context.confidence) && context.confidence < 0.{i % 9 + 1}"
+                f"  - {{id: g{i}, when: 'has(context.confidence)"
+                f" && context.confidence < 0.{i % 9 + 1}"
                 f" && risk > 0.{i % 9}', decide: review}}"
             )
         else:
             tool = f"t{i % TOOLS}"
             lines.append(
-                f"  - {{id: r{i}, when: 'tool == \"{tool}\" && args.amount > {1000 + i}.0"
-                f" && context.region == \"eu\"', decide: {'review' if i % 2 else 'deny'}}}"
+                f'  - {{id: r{i}, when: \'tool == "{tool}" && args.amount > {1000 + i}.0'
+                f' && context.region == "eu"\', decide: {"review" if i % 2 else "deny"}}}'
             )
     return "\n".join(lines) + "\n"
 
 
 def _action() -> Action:
-    return Action("bench-agent", "t3", {"order_id": "A-1001", "amount": 250.0},
-                  {"confidence": 0.93, "region": "eu", "customer_tier": "gold"})
+    return Action(
+        "bench-agent",
+        "t3",
+        {"order_id": "A-1001", "amount": 250.0},
+        {"confidence": 0.93, "region": "eu", "customer_tier": "gold"},
+    )
 
 
 def _percentiles(samples_ns: list[int]) -> dict[str, float]:
     s = sorted(samples_ns)
-    pick = lambda q: s[min(len(s) - 1, int(len(s) * q))] / 1000  # noqa: E731
-    return {"p50_us": round(pick(0.50), 2), "p90_us": round(pick(0.90), 2),
-            "p99_us": round(pick(0.99), 2), "max_us": round(s[-1] / 1000, 2),
-            "mean_us": round(statistics.fmean(s) / 1000, 2)}
+
+    def pick(q: float) -> float:
+        return s[min(len(s) - 1, int(len(s) * q))] / 1000
+
+    return {
+        "p50_us": round(pick(0.50), 2),
+        "p90_us": round(pick(0.90), 2),
+        "p99_us": round(pick(0.99), 2),
+        "max_us": round(s[-1] / 1000, 2),
+        "mean_us": round(statistics.fmean(s) / 1000, 2),
+    }
 
 
 def _time(fn: Callable[[], Any], n: int) -> tuple[list[int], float]:
@@ -106,9 +118,16 @@ def bench_policy(rules: int, n: int) -> dict[str, Any]:
     for _ in range(min(n, 2000)):
         evaluate(policy, action)
     samples, total = _time(lambda: evaluate(policy, action), n)
-    return {"bench": "policy", "rules": rules, "candidates": len(policy.candidates(action.tool)),
-            "n": n, **_percentiles(samples), "per_s": round(n / total),
-            "decision": evaluate(policy, action).decision, "backend": "none"}
+    return {
+        "bench": "policy",
+        "rules": rules,
+        "candidates": len(policy.candidates(action.tool)),
+        "n": n,
+        **_percentiles(samples),
+        "per_s": round(n / total),
+        "decision": evaluate(policy, action).decision,
+        "backend": "none",
+    }
 
 
 def bench_gate(rules: int, database: str | None, n: int) -> dict[str, Any]:
@@ -121,10 +140,17 @@ def bench_gate(rules: int, database: str | None, n: int) -> dict[str, Any]:
         rss_before = _rss_mb()
         samples, total = _time(lambda: gate.decide(action, None), n)
         verdict = gate.decide(action, None)
-        return {"bench": "gate", "rules": rules, "backend": px.store.dialect,
-                "durability": px.store.durability, "n": n, **_percentiles(samples),
-                "per_s": round(n / total), "decision": verdict.decision.decision,
-                "rss_growth_mb": round(_rss_mb() - rss_before, 1)}
+        return {
+            "bench": "gate",
+            "rules": rules,
+            "backend": px.store.dialect,
+            "durability": px.store.durability,
+            "n": n,
+            **_percentiles(samples),
+            "per_s": round(n / total),
+            "decision": verdict.decision.decision,
+            "rss_growth_mb": round(_rss_mb() - rss_before, 1),
+        }
 
 
 def bench_verify(records: int, database: str | None) -> dict[str, Any]:
@@ -136,13 +162,26 @@ def bench_verify(records: int, database: str | None) -> dict[str, Any]:
             chunk = min(left, 5000)
             with px.store.write() as tx:
                 for _ in range(chunk):
-                    tx.append("decision", {"action": {"args": action.args, "context": action.context},
-                                           "rules": ["base"], "reason": "bench"},
-                              agent=action.agent, tool=action.tool, decision="allow")
+                    tx.append(
+                        "decision",
+                        {
+                            "action": {"args": action.args, "context": action.context},
+                            "rules": ["base"],
+                            "reason": "bench",
+                        },
+                        agent=action.agent,
+                        tool=action.tool,
+                        decision="allow",
+                    )
             left -= chunk
         start = time.perf_counter()
         result = verify(px.store)
         seconds = time.perf_counter() - start
-        return {"bench": "verify", "backend": px.store.dialect, "records": result.checked,
-                "ok": result.ok, "seconds": round(seconds, 3),
-                "per_s": round(result.checked / seconds)}
+        return {
+            "bench": "verify",
+            "backend": px.store.dialect,
+            "records": result.checked,
+            "ok": result.ok,
+            "seconds": round(seconds, 3),
+            "per_s": round(result.checked / seconds),
+        }

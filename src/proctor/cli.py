@@ -20,7 +20,11 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 _DB = next(s for s in SETTINGS if s.name == "database")
 database_option = click.option(
-    "--database", "-d", envvar=_DB.env, default=None, show_envvar=True,
+    "--database",
+    "-d",
+    envvar=_DB.env,
+    default=None,
+    show_envvar=True,
     help=f"{_DB.help} Default: {_DB.default}",
 )
 policy_file = click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
@@ -103,8 +107,12 @@ def audit_verify(database: str | None) -> None:
 @audit.command("export")
 @database_option
 @click.option("--format", "fmt", type=click.Choice(["jsonl"]), default="jsonl", show_default=True)
-@click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False),
-              help="File to write (default: standard output).")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="File to write (default: standard output).",
+)
 @click.option("--since", type=click.IntRange(min=0), default=0, help="Only records after this seq.")
 def audit_export(database: str | None, fmt: str, output: Path | None, since: int) -> None:
     """Write the decision log, one JSON record per line."""
@@ -124,8 +132,13 @@ def bench() -> None:
     """Benchmarks that print one JSON object."""
 
 
-rules_option = click.option("--rules", type=click.IntRange(1, 10_000), default=50,
-                            show_default=True, help="Rules in the synthetic policy.")
+rules_option = click.option(
+    "--rules",
+    type=click.IntRange(1, 10_000),
+    default=50,
+    show_default=True,
+    help="Rules in the synthetic policy.",
+)
 json_flag = click.option("--json", "as_json", is_flag=True, help="Print JSON (the only format).")
 
 

@@ -59,7 +59,9 @@ class Gate:
             return None
         policy = self._policies.get(version)
         if policy is None:
-            row = tx.sql("SELECT text FROM proctor_policies WHERE version = ?", (version,)).fetchone()
+            row = tx.sql(
+                "SELECT text FROM proctor_policies WHERE version = ?", (version,)
+            ).fetchone()
             if row is None:
                 raise PolicyError(f"the active policy version {version[:12]} is not stored")
             policy = compile_policy(row[0], f"policy {version[:12]}")
@@ -85,29 +87,39 @@ class Gate:
             run.actions += 1
         return verdict
 
-    def _decide_in(self, tx: WriteTx, action: Action, run: Run | None, digest: str,
-                   size: int) -> Verdict:
+    def _decide_in(
+        self, tx: WriteTx, action: Action, run: Run | None, digest: str, size: int
+    ) -> Verdict:
         policy: CompiledPolicy | None = None
         if size > self.max_args_bytes:
             decision = refuse(
                 f"the arguments are {size} bytes, over the {self.max_args_bytes}-byte limit",
-                PAYLOAD_TOO_LARGE, tx.policy_version,
+                PAYLOAD_TOO_LARGE,
+                tx.policy_version,
             )
         else:
             try:
                 policy = self.policy_for(tx)
             except PolicyError as exc:
-                decision = refuse(f"the active policy cannot be used: {exc}", NO_POLICY,
-                                  tx.policy_version, error="PolicyError")
+                decision = refuse(
+                    f"the active policy cannot be used: {exc}",
+                    NO_POLICY,
+                    tx.policy_version,
+                    error="PolicyError",
+                )
             else:
                 decision = (
-                    evaluate(policy, action) if policy is not None
+                    evaluate(policy, action)
+                    if policy is not None
                     else refuse("no policy has been applied; everything is denied", NO_POLICY, None)
                 )
         sensitive = policy.sensitive if policy is not None else ()
         masked: list[str] = []
-        args = mask("args", action.args, sensitive, masked) if size <= self.max_args_bytes else {
-            "_omitted": f"{size} bytes"}
+        args = (
+            mask("args", action.args, sensitive, masked)
+            if size <= self.max_args_bytes
+            else {"_omitted": f"{size} bytes"}
+        )
         context = mask("context", action.context, sensitive, masked)
         if run is not None and not run.started:
             self._record_run_start(tx, run, sensitive)
@@ -116,12 +128,27 @@ class Gate:
         timeout, on_timeout = _timeouts(policy, decision.queue)
         if decision.decision == "review":
             item_id = self.open_item(
-                tx, "approval", decision, action, decision_id, tx.head_seq + 1, run,
-                args, digest, context, queue=decision.queue or "default", expires_in=timeout,
+                tx,
+                "approval",
+                decision,
+                action,
+                decision_id,
+                tx.head_seq + 1,
+                run,
+                args,
+                digest,
+                context,
+                queue=decision.queue or "default",
+                expires_in=timeout,
             )
         body = {
-            "action": {"args": args, "args_digest": digest, "context": context,
-                       "reversible": action.reversible, "reads": list(action.reads)},
+            "action": {
+                "args": args,
+                "args_digest": digest,
+                "context": context,
+                "reversible": action.reversible,
+                "reads": list(action.reads),
+            },
             "rules": list(decision.rule_ids),
             "reason": decision.reason,
             "risk": decision.risk,
@@ -134,12 +161,25 @@ class Gate:
             "masked": masked,
             **_run_fields(run),
         }
-        rec = tx.append("decision", body, agent=action.agent, tool=action.tool,
-                        decision=decision.decision, record_id=decision_id)
+        rec = tx.append(
+            "decision",
+            body,
+            agent=action.agent,
+            tool=action.tool,
+            decision=decision.decision,
+            record_id=decision_id,
+        )
         return Verdict(decision, rec.id, rec.seq, item_id, timeout, on_timeout)
 
-    def record_outcome(self, verdict: Verdict, action: Action, run: Run | None, *,
-                       error: BaseException | None, duration: float) -> str | None:
+    def record_outcome(
+        self,
+        verdict: Verdict,
+        action: Action,
+        run: Run | None,
+        *,
+        error: BaseException | None,
+        duration: float,
+    ) -> str | None:
         """Record how the tool call ended; opens exception and sample items. Returns an item id."""
         decision = verdict.decision
         with self.store.write() as tx:
@@ -154,11 +194,18 @@ class Gate:
                 sensitive = policy.sensitive if policy is not None else ()
                 masked: list[str] = []
                 item_id = self.open_item(
-                    tx, kind, decision, action, verdict.id or "", verdict.seq or 0, run,
+                    tx,
+                    kind,
+                    decision,
+                    action,
+                    verdict.id or "",
+                    verdict.seq or 0,
+                    run,
                     mask("args", action.args, sensitive, masked),
                     hashlib.sha256(canonical(action.args)).hexdigest(),
                     mask("context", action.context, sensitive, masked),
-                    queue=queue or "default", expires_in=None,
+                    queue=queue or "default",
+                    expires_in=None,
                     detail=_error_text(error) if error is not None else None,
                 )
             tx.append(
@@ -173,14 +220,28 @@ class Gate:
                     "review_item": item_id,
                     **_run_fields(run),
                 },
-                agent=action.agent, tool=action.tool,
+                agent=action.agent,
+                tool=action.tool,
             )
         return item_id
 
-    def open_item(self, tx: WriteTx, kind: str, decision: Decision, action: Action,
-                  decision_id: str, decision_seq: int, run: Run | None, args: dict[str, Any],
-                  digest: str, context: dict[str, Any], *, queue: str, expires_in: float | None,
-                  detail: str | None = None) -> str:
+    def open_item(
+        self,
+        tx: WriteTx,
+        kind: str,
+        decision: Decision,
+        action: Action,
+        decision_id: str,
+        decision_seq: int,
+        run: Run | None,
+        args: dict[str, Any],
+        digest: str,
+        context: dict[str, Any],
+        *,
+        queue: str,
+        expires_in: float | None,
+        detail: str | None = None,
+    ) -> str:
         item_id = os.urandom(12).hex()
         now = time.time()
         tx.sql(
@@ -188,22 +249,43 @@ class Gate:
             " decision_seq, run_id, policy_version, rule_ids, reason, risk, args, args_digest,"
             " context, detail, created_at, expires_at, updated_at)"
             " VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (item_id, kind, queue, action.agent, action.tool, decision_id, decision_seq,
-             run.id if run else None, decision.policy_version,
-             orjson.dumps(list(decision.rule_ids)).decode(), decision.reason, decision.risk,
-             canonical(args).decode(), digest, canonical(context).decode(), detail, now,
-             now + expires_in if expires_in is not None else None, now),
+            (
+                item_id,
+                kind,
+                queue,
+                action.agent,
+                action.tool,
+                decision_id,
+                decision_seq,
+                run.id if run else None,
+                decision.policy_version,
+                orjson.dumps(list(decision.rule_ids)).decode(),
+                decision.reason,
+                decision.risk,
+                canonical(args).decode(),
+                digest,
+                canonical(context).decode(),
+                detail,
+                now,
+                now + expires_in if expires_in is not None else None,
+                now,
+            ),
         )
         return item_id
 
     # -- runs --------------------------------------------------------------------------
 
-    def _record_run_start(self, tx: WriteTx, run: Run, sensitive: tuple[tuple[str, ...], ...]) -> None:
+    def _record_run_start(
+        self, tx: WriteTx, run: Run, sensitive: tuple[tuple[str, ...], ...]
+    ) -> None:
         masked: list[str] = []
         tx.append(
             "run.start",
-            {"context": mask("context", run.context, sensitive, masked), "masked": masked,
-             **_run_fields(run)},
+            {
+                "context": mask("context", run.context, sensitive, masked),
+                "masked": masked,
+                **_run_fields(run),
+            },
             agent=run.agent,
         )
 
@@ -211,9 +293,12 @@ class Gate:
         with self.store.write() as tx:
             tx.append(
                 "run.end",
-                {"status": "completed" if error is None else "failed",
-                 "error_type": type(error).__name__ if error is not None else None,
-                 "actions": run.actions, **_run_fields(run)},
+                {
+                    "status": "completed" if error is None else "failed",
+                    "error_type": type(error).__name__ if error is not None else None,
+                    "actions": run.actions,
+                    **_run_fields(run),
+                },
                 agent=run.agent,
             )
 
@@ -231,8 +316,11 @@ def _timeouts(policy: CompiledPolicy | None, queue: str | None) -> tuple[float, 
 def _run_fields(run: Run | None) -> dict[str, Any]:
     if run is None:
         return {"run_id": None, "trace_id": None}
-    return {"run_id": run.id, "trace_id": run.trace_id,
-            "parent_run_id": run.parent.id if run.parent else None}
+    return {
+        "run_id": run.id,
+        "trace_id": run.trace_id,
+        "parent_run_id": run.parent.id if run.parent else None,
+    }
 
 
 def _error_text(error: BaseException) -> str:

@@ -33,8 +33,9 @@ def read_policy_source(path_or_text: str | Path) -> tuple[str, str]:
         except FileNotFoundError:
             raise ConfigError(f"no such policy file: {path}") from None
         except UnicodeDecodeError as exc:
-            raise PolicyError(f"not UTF-8 text: {exc.reason}", source=str(path), line=1,
-                              column=1) from exc
+            raise PolicyError(
+                f"not UTF-8 text: {exc.reason}", source=str(path), line=1, column=1
+            ) from exc
     return path_or_text, "<policy>"
 
 
@@ -44,9 +45,10 @@ class PolicyAPI:
     def __init__(self, px: Proctor) -> None:
         self._px = px
 
-    def apply(self, path_or_text: str | Path, *, author: str | None = None,
-              message: str | None = None) -> str:
-        """Validate, run the policy's own tests, store it and make it active. Returns the version."""
+    def apply(
+        self, path_or_text: str | Path, *, author: str | None = None, message: str | None = None
+    ) -> str:
+        """Validate, run the policy's tests, store it and make it active; returns the version."""
         text, source = read_policy_source(path_or_text)
         policy = compile_policy(text, source)
         failed = [r for r in run_tests(policy) if not r.passed]
@@ -54,21 +56,32 @@ class PolicyAPI:
             first = failed[0]
             raise PolicyError(
                 f"policy test {first.index + 1} ({first.name}) fails: {first.message}",
-                source=source, line=0, column=0,
+                source=source,
+                line=0,
+                column=0,
             )
         store = self._px.store
         with store.write() as tx:
-            exists = tx.sql("SELECT 1 FROM proctor_policies WHERE version = ?",
-                            (policy.version,)).fetchone()
+            exists = tx.sql(
+                "SELECT 1 FROM proctor_policies WHERE version = ?", (policy.version,)
+            ).fetchone()
             if not exists:
                 tx.sql(
-                    "INSERT INTO proctor_policies (version, name, text, created_at, author, message)"
+                    "INSERT INTO proctor_policies"
+                    " (version, name, text, created_at, author, message)"
                     " VALUES (?, ?, ?, ?, ?, ?)",
                     (policy.version, policy.name, text, time.time(), author, message),
                 )
-            tx.append("policy.apply", {"version": policy.version, "name": policy.name,
-                                       "previous": tx.policy_version, "author": author,
-                                       "message": message})
+            tx.append(
+                "policy.apply",
+                {
+                    "version": policy.version,
+                    "name": policy.name,
+                    "previous": tx.policy_version,
+                    "author": author,
+                    "message": message,
+                },
+            )
             tx.set_policy_version(policy.version)
         return policy.version
 
@@ -76,8 +89,9 @@ class PolicyAPI:
         """The compiled active policy, or None when none was applied."""
         with self._px.store.read() as conn:
             row = conn.execute(
-                sa.select(policies.c.text, policies.c.version)
-                .join(state, state.c.policy_version == policies.c.version)
+                sa.select(policies.c.text, policies.c.version).join(
+                    state, state.c.policy_version == policies.c.version
+                )
             ).first()
         return compile_policy(row[0], f"policy {row[1][:12]}") if row else None
 
@@ -102,8 +116,13 @@ class Proctor:
     on an unreachable database; the first decision does, closed.
     """
 
-    def __init__(self, database: str | None = None, *, durability: str | None = None,
-                 max_args_bytes: int = 1 << 20) -> None:
+    def __init__(
+        self,
+        database: str | None = None,
+        *,
+        durability: str | None = None,
+        max_args_bytes: int = 1 << 20,
+    ) -> None:
         self.database = database or setting("database")
         self.store = Store(
             self.database,
@@ -118,18 +137,41 @@ class Proctor:
     def tool(self, fn: F, /) -> F: ...
 
     @overload
-    def tool(self, *, agent: str | None = None, name: str | None = None,
-             reversible: bool = True, wait: float | None | object = UNSET,
-             reads: Sequence[str] = ()) -> Callable[[F], F]: ...
+    def tool(
+        self,
+        fn: None = None,
+        /,
+        *,
+        agent: str | None = None,
+        name: str | None = None,
+        reversible: bool = True,
+        wait: float | object | None = UNSET,
+        reads: Sequence[str] = (),
+    ) -> Callable[[F], F]: ...
 
-    def tool(self, fn: Any = None, /, *, agent: str | None = None, name: str | None = None,
-             reversible: bool = True, wait: Any = UNSET, reads: Sequence[str] = ()) -> Any:
+    def tool(
+        self,
+        fn: Any = None,
+        /,
+        *,
+        agent: str | None = None,
+        name: str | None = None,
+        reversible: bool = True,
+        wait: Any = UNSET,
+        reads: Sequence[str] = (),
+    ) -> Any:
         """Put a tool behind the gate. ``wait``: seconds to block for a human on review
         (None: the policy's review timeout, the default; 0: raise ReviewPending at once)."""
 
         def decorate(f: F) -> F:
-            spec = make_spec(f, agent=agent, name=name, reversible=reversible,
-                             wait=None if wait is UNSET else wait, reads=tuple(reads))
+            spec = make_spec(
+                f,
+                agent=agent,
+                name=name,
+                reversible=reversible,
+                wait=None if wait is UNSET else wait,
+                reads=tuple(reads),
+            )
             return wrap(self, spec)  # type: ignore[return-value]
 
         return decorate(fn) if fn is not None else decorate
@@ -147,7 +189,9 @@ class Proctor:
         with self.store.write() as tx:
             cur = tx.sql(
                 "UPDATE proctor_review_items SET status = 'expired', updated_at = ?"
-                " WHERE id = ? AND status = 'pending'", (time.time(), item_id))
+                " WHERE id = ? AND status = 'pending'",
+                (time.time(), item_id),
+            )
             if cur.rowcount != 1:
                 return False
             tx.append("review.expire", {"item_id": item_id})

@@ -53,7 +53,8 @@ class ToolSpec:
         agent = self.agent or (run.agent if run is not None else None)
         if agent is None:
             raise ConfigError(
-                f"tool '{self.name}' has no agent: pass agent= to @px.tool or call it inside px.run()"
+                f"tool '{self.name}' has no agent: pass agent= to @px.tool"
+                " or call it inside px.run()"
             )
         try:
             bound = self.signature.bind(*args, **kwargs)
@@ -75,15 +76,27 @@ class ToolSpec:
         return Action(agent, self.name, named, context, self.reversible, self.reads), run
 
 
-def make_spec(fn: Callable[..., Any], *, agent: str | None, name: str | None, reversible: bool,
-              wait: float | None, reads: tuple[str, ...]) -> ToolSpec:
+def make_spec(
+    fn: Callable[..., Any],
+    *,
+    agent: str | None,
+    name: str | None,
+    reversible: bool,
+    wait: float | None,
+    reads: tuple[str, ...],
+) -> ToolSpec:
     if wait is not None and (isinstance(wait, bool) or wait < 0):
         raise ConfigError("wait must be None or a number of seconds >= 0")
     sig = inspect.signature(fn)
     params = list(sig.parameters)
     return ToolSpec(
-        fn=fn, name=name or fn.__name__, agent=agent, reversible=reversible, wait=wait,
-        reads=tuple(reads), signature=sig,
+        fn=fn,
+        name=name or fn.__name__,
+        agent=agent,
+        reversible=reversible,
+        wait=wait,
+        reads=tuple(reads),
+        signature=sig,
         skip_first=bool(params) and params[0] in ("self", "cls"),
     )
 
@@ -119,8 +132,9 @@ def wrap(px: Proctor, spec: ToolSpec) -> Callable[..., Any]:
 def _raise_unless_allowed(verdict: Verdict) -> None:
     d = verdict.decision
     if d.decision == "deny":
-        raise Denied(d.reason, rule_ids=d.rule_ids, decision_id=verdict.id,
-                     policy_version=d.policy_version)
+        raise Denied(
+            d.reason, rule_ids=d.rule_ids, decision_id=verdict.id, policy_version=d.policy_version
+        )
 
 
 def _wait_seconds(spec: ToolSpec, verdict: Verdict) -> float:
@@ -130,8 +144,11 @@ def _wait_seconds(spec: ToolSpec, verdict: Verdict) -> float:
 def _pending(verdict: Verdict) -> ReviewPending:
     d = verdict.decision
     return ReviewPending(
-        f"waiting for a human in queue '{d.queue}': {d.reason}", item_id=verdict.item_id or "",
-        rule_ids=d.rule_ids, decision_id=verdict.id, policy_version=d.policy_version,
+        f"waiting for a human in queue '{d.queue}': {d.reason}",
+        item_id=verdict.item_id or "",
+        rule_ids=d.rule_ids,
+        decision_id=verdict.id,
+        policy_version=d.policy_version,
     )
 
 
@@ -154,44 +171,72 @@ def _handle_answer(px: Proctor, spec: ToolSpec, verdict: Verdict, status: str) -
     if status == "approved":
         raise ReviewPending(  # running an approved action arrives with grants
             f"item {verdict.item_id} was approved; resume it with px.resume()",
-            item_id=verdict.item_id or "", rule_ids=d.rule_ids, decision_id=verdict.id,
+            item_id=verdict.item_id or "",
+            rule_ids=d.rule_ids,
+            decision_id=verdict.id,
             policy_version=d.policy_version,
         )
     if status == "rejected":
-        raise Rejected("a reviewer rejected the action", rule_ids=d.rule_ids,
-                       decision_id=verdict.id, policy_version=d.policy_version)
+        raise Rejected(
+            "a reviewer rejected the action",
+            rule_ids=d.rule_ids,
+            decision_id=verdict.id,
+            policy_version=d.policy_version,
+        )
     if status == "expired" or _wait_seconds(spec, verdict) >= verdict.review_timeout:
         px.expire_item(verdict.item_id or "")
         raise Denied(
             f"no reviewer decided within {verdict.review_timeout:g}s; the policy's on_timeout "
-            f"is {verdict.on_timeout}", rule_ids=d.rule_ids, decision_id=verdict.id,
+            f"is {verdict.on_timeout}",
+            rule_ids=d.rule_ids,
+            decision_id=verdict.id,
             policy_version=d.policy_version,
         )
     raise _pending(verdict)
 
 
-def _execute(px: Proctor, spec: ToolSpec, verdict: Verdict, action: Action, run: Run | None,
-             args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _execute(
+    px: Proctor,
+    spec: ToolSpec,
+    verdict: Verdict,
+    action: Action,
+    run: Run | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
     start = time.perf_counter()
     try:
         result = spec.fn(*args, **kwargs)
     except Exception as exc:
-        px.gate.record_outcome(verdict, action, run, error=exc, duration=time.perf_counter() - start)
+        px.gate.record_outcome(
+            verdict, action, run, error=exc, duration=time.perf_counter() - start
+        )
         raise
     px.gate.record_outcome(verdict, action, run, error=None, duration=time.perf_counter() - start)
     return result
 
 
-async def _execute_async(px: Proctor, spec: ToolSpec, verdict: Verdict, action: Action,
-                         run: Run | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+async def _execute_async(
+    px: Proctor,
+    spec: ToolSpec,
+    verdict: Verdict,
+    action: Action,
+    run: Run | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
     start = time.perf_counter()
     try:
         result = await spec.fn(*args, **kwargs)
     except Exception as exc:
-        px.gate.record_outcome(verdict, action, run, error=exc, duration=time.perf_counter() - start)
+        px.gate.record_outcome(
+            verdict, action, run, error=exc, duration=time.perf_counter() - start
+        )
         raise
     except asyncio.CancelledError as exc:
-        px.gate.record_outcome(verdict, action, run, error=exc, duration=time.perf_counter() - start)
+        px.gate.record_outcome(
+            verdict, action, run, error=exc, duration=time.perf_counter() - start
+        )
         raise
     px.gate.record_outcome(verdict, action, run, error=None, duration=time.perf_counter() - start)
     return result

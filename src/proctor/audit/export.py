@@ -16,7 +16,8 @@ def iter_records(store: Store, since_seq: int = 0) -> Iterator[tuple[int, str, s
     with store.read() as conn:
         rows = conn.execution_options(stream_results=True, yield_per=5000).execute(
             sa.select(audit_log.c.seq, audit_log.c.hash, audit_log.c.record)
-            .where(audit_log.c.seq > since_seq).order_by(audit_log.c.seq)
+            .where(audit_log.c.seq > since_seq)
+            .order_by(audit_log.c.seq)
         )
         try:
             yield from ((int(s), str(h), str(r)) for s, h, r in rows)

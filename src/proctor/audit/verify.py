@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 from .._errors import StoreError
 from ..store import Store
@@ -26,7 +26,10 @@ class VerifyResult:
     def message(self) -> str:
         if self.ok:
             return f"ok: {self.checked} records verified, chain head at seq {self.head_seq}"
-        return f"FAILED at record {self.bad_seq}: {self.problem} ({self.checked} records checked before it)"
+        return (
+            f"FAILED at record {self.bad_seq}: {self.problem} "
+            f"({self.checked} records checked before it)"
+        )
 
 
 def verify(store: Store, progress: Callable[[int], None] | None = None) -> VerifyResult:
@@ -36,7 +39,7 @@ def verify(store: Store, progress: Callable[[int], None] | None = None) -> Verif
     # on top costs more than the hashing. One read transaction sees one snapshot.
     raw = store.engine.raw_connection()
     try:
-        driver = raw.driver_connection
+        driver: Any = raw.driver_connection
         if store.dialect == "sqlite":
             driver.execute("BEGIN")
             cursor = driver.cursor()
@@ -66,15 +69,19 @@ def verify(store: Store, progress: Callable[[int], None] | None = None) -> Verif
     if checked != head_seq or (checked and prev_hex != head_hash):
         missing_from = checked + 1
         return VerifyResult(
-            False, checked, head_seq, missing_from,
+            False,
+            checked,
+            head_seq,
+            missing_from,
             f"the log ends at record {checked} but the chain head says {head_seq}: "
             "the newest records were cut off or the head was altered",
         )
     return VerifyResult(True, checked, head_seq)
 
 
-def _walk(rows: Iterable[Any], head_seq: int,
-          progress: Callable[[int], None] | None) -> VerifyResult | tuple[int, str]:
+def _walk(
+    rows: Iterable[Any], head_seq: int, progress: Callable[[int], None] | None
+) -> VerifyResult | tuple[int, str]:
     """Check each link; returns (records checked, last digest) or the first failure."""
     sha256 = hashlib.sha256
     prev = bytes.fromhex(GENESIS)
@@ -84,11 +91,24 @@ def _walk(rows: Iterable[Any], head_seq: int,
     for seq, kind, agent, tool, decision, digest, record in rows:
         if seq != expected:
             what = "is missing" if seq > expected else "is out of order or duplicated"
-            return VerifyResult(False, checked, head_seq, expected if seq > expected else seq,
-                                f"record {expected} {what} (found {seq} next)")
-        if sha256(prev + header(seq, kind, agent, tool, decision) + record.encode()).hexdigest() != digest:
-            return VerifyResult(False, checked, head_seq, seq,
-                                "its content or its link to the previous record was changed")
+            return VerifyResult(
+                False,
+                checked,
+                head_seq,
+                expected if seq > expected else seq,
+                f"record {expected} {what} (found {seq} next)",
+            )
+        if (
+            sha256(prev + header(seq, kind, agent, tool, decision) + record.encode()).hexdigest()
+            != digest
+        ):
+            return VerifyResult(
+                False,
+                checked,
+                head_seq,
+                seq,
+                "its content or its link to the previous record was changed",
+            )
         prev_hex = digest
         prev = bytes.fromhex(digest)
         expected += 1

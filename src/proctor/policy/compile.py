@@ -238,16 +238,21 @@ def _pinned_tools(when: str) -> frozenset[str] | None:
     return None
 
 
-def _compile_cel(expr: str, path: tuple[str | int, ...], located: Located, roots: frozenset[str]) -> Any:
+def _compile_cel(
+    expr: str, path: tuple[str | int, ...], located: Located, roots: frozenset[str]
+) -> Any:
     try:
         program = cel.compile(expr)
     except ValueError as exc:
         m = _CEL_ERROR.search(str(exc))
-        line_in, col_in, msg = (int(m.group(1)), int(m.group(2)), m.group(3)) if m else (1, 1, str(exc))
+        line_in, col_in, msg = (
+            (int(m.group(1)), int(m.group(2)), m.group(3)) if m else (1, 1, str(exc))
+        )
         line, col = located.locate_in_scalar(path, line_in, col_in)
         msg = msg.split(" expecting ", 1)[0].removeprefix("Syntax error: ")
-        raise PolicyError(f"CEL syntax error: {msg}", source=located.source, line=line,
-                          column=col) from exc
+        raise PolicyError(
+            f"CEL syntax error: {msg}", source=located.source, line=line, column=col
+        ) from exc
     bound = set(_BOUND.findall(expr))
     unknown = [v for v in program.variables() if v not in roots and v not in bound]
     if unknown:
@@ -257,7 +262,9 @@ def _compile_cel(expr: str, path: tuple[str | int, ...], located: Located, roots
         known = ", ".join(sorted(roots))
         raise PolicyError(
             f"unknown variable '{name}' in CEL expression (known: {known})",
-            source=located.source, line=line, column=col,
+            source=located.source,
+            line=line,
+            column=col,
         )
     return program
 

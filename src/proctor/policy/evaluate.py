@@ -82,12 +82,14 @@ def evaluate(policy: CompiledPolicy, action: Action) -> Decision:
     if agent is None:
         return refuse(
             f"agent '{action.agent}' is not declared in policy '{policy.name}'",
-            ENVELOPE_AGENT, version,
+            ENVELOPE_AGENT,
+            version,
         )
     if action.tool not in policy.agent_tools[action.agent]:
         return refuse(
             f"tool '{action.tool}' is not in the envelope of agent '{action.agent}'",
-            ENVELOPE_TOOLS, version,
+            ENVELOPE_TOOLS,
+            version,
         )
     for read in action.reads:
         if not in_scope(read, agent.data):
@@ -101,18 +103,29 @@ def evaluate(policy: CompiledPolicy, action: Action) -> Decision:
     except (TypeError, ValueError, OverflowError) as exc:
         return refuse(
             f"the action's arguments or context cannot be given to CEL: {exc}",
-            EVALUATION_ERROR, version, error=type(exc).__name__,
+            EVALUATION_ERROR,
+            version,
+            error=type(exc).__name__,
         )
     risk: float | None = None
     if policy.risk is not None:
         try:
             value = policy.risk.execute(ctx)
-        except (KeyError, TypeError, ValueError, RuntimeError, ZeroDivisionError, OverflowError) as exc:
+        except (
+            KeyError,
+            TypeError,
+            ValueError,
+            RuntimeError,
+            ZeroDivisionError,
+            OverflowError,
+        ) as exc:
             return _failed("the risk expression", exc, version)
         if isinstance(value, bool) or not isinstance(value, int | float):
             return refuse(
                 f"the risk expression returned {type(value).__name__}, not a number",
-                EVALUATION_ERROR, version, error="TypeError",
+                EVALUATION_ERROR,
+                version,
+                error="TypeError",
             )
         risk = float(value)
     if "risk" in roots:
@@ -121,14 +134,23 @@ def evaluate(policy: CompiledPolicy, action: Action) -> Decision:
     for rule in policy.candidates(action.tool):
         try:
             result = rule.program.execute(ctx)
-        except (KeyError, TypeError, ValueError, RuntimeError, ZeroDivisionError, OverflowError) as exc:
+        except (
+            KeyError,
+            TypeError,
+            ValueError,
+            RuntimeError,
+            ZeroDivisionError,
+            OverflowError,
+        ) as exc:
             return _failed(f"rule '{rule.id}'", exc, version, rule.id)
         if result is True:
             matched.append(rule)
         elif result is not False:
             return refuse(
                 f"rule '{rule.id}' returned {type(result).__name__}, not a boolean",
-                rule.id, version, error="TypeError",
+                rule.id,
+                version,
+                error="TypeError",
             )
     return _combine(policy, matched, risk)
 
@@ -168,11 +190,15 @@ def _project(values: dict[str, Any], keys: frozenset[str] | None) -> dict[str, A
     return {k: values[k] for k in keys if k in values}
 
 
-def _failed(what: str, exc: BaseException, version: str, rule_id: str = EVALUATION_ERROR) -> Decision:
+def _failed(
+    what: str, exc: BaseException, version: str, rule_id: str = EVALUATION_ERROR
+) -> Decision:
     detail = str(exc) if not isinstance(exc, KeyError) else f"missing field {exc}"
     return refuse(
         f"{what} could not be evaluated ({type(exc).__name__}: {detail}); failing closed",
-        rule_id, version, error=type(exc).__name__,
+        rule_id,
+        version,
+        error=type(exc).__name__,
     )
 
 
@@ -197,7 +223,11 @@ def _combine(policy: CompiledPolicy, matched: list[CompiledRule], risk: float | 
             if r.sample and (sample is None or r.sample > (sample.sample or 0.0)):
                 sample = r
         return Decision(
-            "allow", ids, reason, version, risk,
+            "allow",
+            ids,
+            reason,
+            version,
+            risk,
             queue=on_error.queue if on_error else None,
             on_error=on_error is not None,
             sample=sample.sample or 0.0 if sample else 0.0,
@@ -205,8 +235,11 @@ def _combine(policy: CompiledPolicy, matched: list[CompiledRule], risk: float | 
         )
     default = policy.document.defaults.decision
     return Decision(
-        default, (DEFAULTS,),
-        f"no rule matched; the policy's default is {default}", version, risk,
+        default,
+        (DEFAULTS,),
+        f"no rule matched; the policy's default is {default}",
+        version,
+        risk,
         queue=policy.document.defaults.queue if default == "review" else None,
     )
 

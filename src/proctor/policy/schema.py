@@ -10,7 +10,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .._errors import PolicyError
 from .source import KEY, Located
 
 DecisionName = Literal["allow", "deny", "review"]
@@ -161,7 +160,8 @@ def _check_references(doc: PolicyDocument, located: Located) -> None:
     for name, queue in doc.queues.items():
         if queue.escalate_to is not None and queue.escalate_to not in doc.queues:
             raise located.error(
-                ("queues", name, "escalate_to"), f"escalate_to names unknown queue '{queue.escalate_to}'"
+                ("queues", name, "escalate_to"),
+                f"escalate_to names unknown queue '{queue.escalate_to}'",
             )
     if doc.defaults.queue is not None and doc.defaults.queue not in doc.queues:
         raise located.error(("defaults", "queue"), f"unknown queue '{doc.defaults.queue}'")
@@ -181,7 +181,9 @@ def _check_references(doc: PolicyDocument, located: Located) -> None:
             raise located.error(("rules", i, "queue"), f"unknown queue '{rule.queue}'")
         if rule.decide != "allow" and (rule.on_error or rule.sample is not None):
             key = "on_error" if rule.on_error else "sample"
-            raise located.error((("rules", i, key)), f"'{key}' only applies to rules that decide allow")
+            raise located.error(
+                (("rules", i, key)), f"'{key}' only applies to rules that decide allow"
+            )
         needs_queue = rule.decide == "review" or rule.on_error or rule.sample
         if needs_queue and rule.queue is None and doc.defaults.queue is None:
             raise located.error(
@@ -197,7 +199,9 @@ def _check_references(doc: PolicyDocument, located: Located) -> None:
             )
     for i, test in enumerate(doc.tests):
         for j, rule_id in enumerate(test.rules or []):
-            if rule_id not in seen and rule_id not in ("defaults",) and not rule_id.startswith(
-                "envelope"
+            if (
+                rule_id not in seen
+                and rule_id not in ("defaults",)
+                and not rule_id.startswith("envelope")
             ):
                 raise located.error(("tests", i, "rules", j), f"unknown rule id '{rule_id}'")

@@ -120,6 +120,7 @@ def load_yaml(text: str, source: str = "<policy>") -> Located:
     except yaml.constructor.ConstructorError as exc:
         mark = exc.problem_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-        raise PolicyError(f"invalid YAML value: {exc.problem}", source=source, line=line,
-                          column=col) from exc
+        raise PolicyError(
+            f"invalid YAML value: {exc.problem}", source=source, line=line, column=col
+        ) from exc
     return located

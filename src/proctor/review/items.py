@@ -46,18 +46,37 @@ class ReviewItem:
     def from_row(cls, row: Any) -> ReviewItem:
         m = row._mapping
         return cls(
-            **{k: m[k] for k in ("id", "kind", "status", "queue", "agent", "tool", "decision_id",
-                                 "decision_seq", "run_id", "policy_version", "reason", "risk",
-                                 "args_digest", "detail", "created_at", "expires_at",
-                                 "updated_at")},
+            **{
+                k: m[k]
+                for k in (
+                    "id",
+                    "kind",
+                    "status",
+                    "queue",
+                    "agent",
+                    "tool",
+                    "decision_id",
+                    "decision_seq",
+                    "run_id",
+                    "policy_version",
+                    "reason",
+                    "risk",
+                    "args_digest",
+                    "detail",
+                    "created_at",
+                    "expires_at",
+                    "updated_at",
+                )
+            },
             rule_ids=orjson.loads(m["rule_ids"]),
             args=orjson.loads(m["args"]),
             context=orjson.loads(m["context"]),
         )
 
 
-def list_items(store: Store, status: str | None = "pending", queue: str | None = None,
-               limit: int = 500) -> list[ReviewItem]:
+def list_items(
+    store: Store, status: str | None = "pending", queue: str | None = None, limit: int = 500
+) -> list[ReviewItem]:
     if status is not None and status not in STATUSES:
         raise ConfigError(f"unknown status {status!r}; one of: {', '.join(STATUSES)}")
     query = sa.select(review_items)

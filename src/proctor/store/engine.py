@@ -13,7 +13,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,8 +50,9 @@ def normalize_url(url: str) -> str:
 class WriteTx:
     """One write transaction holding the chain head: append records, run statements."""
 
-    def __init__(self, store: Store, cursor: Any, head_seq: int, head_hash: str,
-                 policy_version: str | None) -> None:
+    def __init__(
+        self, store: Store, cursor: Any, head_seq: int, head_hash: str, policy_version: str | None
+    ) -> None:
         self._store = store
         self.cursor = cursor
         self.head_seq = head_seq
@@ -64,9 +65,16 @@ class WriteTx:
         """Run one statement written with ``?`` placeholders; returns the cursor."""
         return self.cursor.execute(self._store.placeholders(statement), params)
 
-    def append(self, kind: str, body: dict[str, Any], *, agent: str | None = None,
-               tool: str | None = None, decision: str | None = None,
-               record_id: str | None = None) -> Appended:
+    def append(
+        self,
+        kind: str,
+        body: dict[str, Any],
+        *,
+        agent: str | None = None,
+        tool: str | None = None,
+        decision: str | None = None,
+        record_id: str | None = None,
+    ) -> Appended:
         seq = self.head_seq + 1
         rid = record_id or os.urandom(16).hex()
         now = time.time()
@@ -117,7 +125,9 @@ class Store:
             raise ConfigError(f"not a database URL: {url!r}") from exc
         self.dialect = parsed.get_backend_name()
         if self.dialect not in ("sqlite", "postgresql"):
-            raise ConfigError(f"unsupported database {self.dialect!r}: use sqlite:/// or postgresql://")
+            raise ConfigError(
+                f"unsupported database {self.dialect!r}: use sqlite:/// or postgresql://"
+            )
         self.sqlite_path: str | None = None
         if self.dialect == "sqlite":
             if not parsed.database or parsed.database == ":memory:":
@@ -142,7 +152,10 @@ class Store:
     def _make_engine(self, *, QueuePool: bool) -> sa.Engine:  # noqa: N803
         kwargs: dict[str, Any] = {} if QueuePool else {"poolclass": NullPool}
         if self.dialect == "sqlite":
-            kwargs["connect_args"] = {"timeout": self._busy_timeout_ms / 1000, "check_same_thread": False}
+            kwargs["connect_args"] = {
+                "timeout": self._busy_timeout_ms / 1000,
+                "check_same_thread": False,
+            }
         else:
             kwargs["connect_args"] = {"connect_timeout": 5}
             if QueuePool:
@@ -264,10 +277,8 @@ class Store:
             with self._writers_lock:
                 if conn in self._writers:
                     self._writers.remove(conn)
-            try:
+            with suppress(*DBAPI_ERRORS):
                 conn.invalidate()
-            except DBAPI_ERRORS:
-                pass
 
     @contextmanager
     def read(self) -> Iterator[sa.Connection]:
@@ -286,10 +297,8 @@ class Store:
         with self._writers_lock:
             writers, self._writers = self._writers, []
         for conn in writers:
-            try:
+            with suppress(*DBAPI_ERRORS):
                 conn.close()
-            except DBAPI_ERRORS:
-                pass
         self._local = threading.local()
         self.engine.dispose()
         self._writer_engine.dispose()
@@ -305,12 +314,18 @@ class _Checkpointer:
         self.busy_timeout_ms = busy_timeout_ms
         self.pending = False  # a plain flag: an Event's lock costs microseconds per commit
         self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="proctor-wal-checkpoint", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name="proctor-wal-checkpoint", daemon=True
+        )
         self._thread.start()
 
     def _run(self) -> None:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                               timeout=self.busy_timeout_ms / 1000)
+        conn = sqlite3.connect(
+            self.path,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=self.busy_timeout_ms / 1000,
+        )
         try:
             while not self._stopped.wait(self.INTERVAL):
                 if not self.pending:

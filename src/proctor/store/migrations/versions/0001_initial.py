@@ -26,8 +26,8 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.Float, nullable=False),
     )
     op.bulk_insert(
-        state, [{"id": 1, "head_seq": 0, "head_hash": GENESIS, "policy_version": None,
-                 "updated_at": 0.0}]
+        state,
+        [{"id": 1, "head_seq": 0, "head_hash": GENESIS, "policy_version": None, "updated_at": 0.0}],
     )
     op.create_table(
         "proctor_policies",
