@@ -53,13 +53,26 @@ def synthetic_policy(rules: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+RUN_CONTEXT = {"confidence": 0.93, "region": "eu", "customer_tier": "gold"}
+
+
+def _actions(count: int = 1000) -> list[Action]:
+    """Arguments differ on every action, as they do in real traffic; the run context is shared."""
+    return [
+        Action(
+            "bench-agent", "t3", {"order_id": f"A-{i:05d}", "amount": 20.0 + (i % 400)}, RUN_CONTEXT
+        )
+        for i in range(count)
+    ]
+
+
 def _action() -> Action:
-    return Action(
-        "bench-agent",
-        "t3",
-        {"order_id": "A-1001", "amount": 250.0},
-        {"confidence": 0.93, "region": "eu", "customer_tier": "gold"},
-    )
+    return _actions(1)[0]
+
+
+def _cycling(actions: list[Action]) -> Callable[[], Action]:
+    it = iter(range(1 << 62))
+    return lambda: actions[next(it) % len(actions)]
 
 
 def _percentiles(samples_ns: list[int]) -> dict[str, float]:
@@ -115,9 +128,10 @@ def _database(url: str | None) -> Iterator[str]:
 def bench_policy(rules: int, n: int) -> dict[str, Any]:
     policy = compile_policy(synthetic_policy(rules), "bench")
     action = _action()
+    nxt = _cycling(_actions())
     for _ in range(min(n, 2000)):
-        evaluate(policy, action)
-    samples, total = _time(lambda: evaluate(policy, action), n)
+        evaluate(policy, nxt())
+    samples, total = _time(lambda: evaluate(policy, nxt()), n)
     return {
         "bench": "policy",
         "rules": rules,
@@ -133,13 +147,13 @@ def bench_policy(rules: int, n: int) -> dict[str, Any]:
 def bench_gate(rules: int, database: str | None, n: int) -> dict[str, Any]:
     with _database(database) as url, Proctor(url) as px:
         px.policy.apply(synthetic_policy(rules))
-        action = _action()
+        nxt = _cycling(_actions())
         gate = px.gate
         for _ in range(min(n, 2000)):
-            gate.decide(action, None)
+            gate.decide(nxt(), None)
         rss_before = _rss_mb()
-        samples, total = _time(lambda: gate.decide(action, None), n)
-        verdict = gate.decide(action, None)
+        samples, total = _time(lambda: gate.decide(nxt(), None), n)
+        verdict = gate.decide(_action(), None)
         return {
             "bench": "gate",
             "rules": rules,

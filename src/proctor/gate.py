@@ -153,14 +153,21 @@ class Gate:
             "reason": decision.reason,
             "risk": decision.risk,
             "policy_version": decision.policy_version,
-            "queue": decision.queue,
-            "on_error": "review" if decision.on_error else None,
-            "sample": decision.sample or None,
-            "error": decision.error,
-            "review_item": item_id,
-            "masked": masked,
             **_run_fields(run),
         }
+        # Optional fields only when they say something: smaller records, cheaper commits.
+        if decision.queue:
+            body["queue"] = decision.queue
+        if decision.on_error:
+            body["on_error"] = "review"
+        if decision.sample:
+            body["sample"] = decision.sample
+        if decision.error:
+            body["error"] = decision.error
+        if item_id:
+            body["review_item"] = item_id
+        if masked:
+            body["masked"] = masked
         rec = tx.append(
             "decision",
             body,
@@ -315,7 +322,7 @@ def _timeouts(policy: CompiledPolicy | None, queue: str | None) -> tuple[float, 
 
 def _run_fields(run: Run | None) -> dict[str, Any]:
     if run is None:
-        return {"run_id": None, "trace_id": None}
+        return {}
     return {
         "run_id": run.id,
         "trace_id": run.trace_id,

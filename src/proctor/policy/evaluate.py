@@ -159,34 +159,60 @@ def _context(policy: CompiledPolicy, action: Action, needs: Needs) -> Any:
     """A CEL context with only the variables the candidate rules read.
 
     Converting values into CEL costs microseconds each, so the per-agent and per-tool part
-    is built once per thread and only ``args`` and ``context`` are set per decision.
+    is built once per thread, and ``args``/``context`` are converted only when they differ
+    (strictly, type for type) from what that context already holds: within a run the
+    context rarely changes between actions.
     """
     key = (action.agent, action.tool, action.reversible, action.reads)
-    cache: dict[tuple[Any, ...], Any] | None = getattr(policy.local, "contexts", None)
+    cache: dict[tuple[Any, ...], list[Any]] | None = getattr(policy.local, "contexts", None)
     if cache is None:
         cache = policy.local.contexts = {}
-    ctx = cache.get(key)
+    entry = cache.get(key)
     roots = needs.roots
-    if ctx is None:
+    if entry is None:
         static: dict[str, Any] = {"tool": action.tool}
         if "agent" in roots:
             static["agent"] = policy.agent_maps[action.agent]
         if "action" in roots:
             static["action"] = {"reversible": action.reversible, "reads": list(action.reads)}
-        ctx = cel.Context(static)
+        entry = [cel.Context(static), _NOTHING, _NOTHING]
         if len(cache) >= 1024:  # bounded: odd read lists must not grow memory forever
             cache.clear()
-        cache[key] = ctx
+        cache[key] = entry
+    ctx = entry[0]
     if "args" in roots:
-        ctx.add_variable("args", _project(action.args, needs.args))
+        args = _project(action.args, needs.args)
+        if not _same(args, entry[1]):
+            entry[1] = _NOTHING  # a failed conversion must not leave a stale match behind
+            ctx.add_variable("args", args)
+            entry[1] = args
     if "context" in roots:
-        ctx.add_variable("context", _project(action.context, needs.context))
+        context = _project(action.context, needs.context)
+        if not _same(context, entry[2]):
+            entry[2] = _NOTHING
+            ctx.add_variable("context", context)
+            entry[2] = context
     return ctx
+
+
+_NOTHING = object()
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal with equal types all the way down (1, 1.0 and True differ in CEL)."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is dict:
+        return a.keys() == b.keys() and all(_same(v, b[k]) for k, v in a.items())
+    if type(a) is list:
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) in _SCALARS and bool(a == b)
 
 
 def _project(values: dict[str, Any], keys: frozenset[str] | None) -> dict[str, Any]:
     if keys is None:
-        return values
+        return dict(values)  # a copy: the caller may mutate its dict after the decision
     return {k: values[k] for k in keys if k in values}
 
 

@@ -220,6 +220,7 @@ class Store:
             except sa.exc.DBAPIError as exc:
                 raise StoreError(f"cannot connect to {self.safe_url}: {exc.orig}") from exc
             conn = self._local.conn = proxy
+            self._local.cursor = proxy.driver_connection.cursor()
             with self._writers_lock:
                 self._writers.append(proxy)
                 if self.sqlite_path is not None and self._checkpointer is None:
@@ -232,7 +233,7 @@ class Store:
         proxy = self._writer()
         raw = proxy.driver_connection
         try:
-            cur = raw.cursor()
+            cur = self._local.cursor
             if self.dialect == "sqlite":
                 cur.execute("BEGIN IMMEDIATE")
                 row = cur.execute(

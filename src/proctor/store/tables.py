@@ -15,6 +15,7 @@ from sqlalchemy import (
 )
 
 metadata = MetaData()
+SEQ = BigInteger().with_variant(Integer(), "sqlite")
 
 # One row: the head of the audit chain and the active policy version. Every decision reads
 # it inside its write transaction, so a decision always names exactly one policy version
@@ -43,7 +44,9 @@ policies = Table(
 audit_log = Table(
     "proctor_audit_log",
     metadata,
-    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    # SQLite makes only a column declared exactly INTEGER PRIMARY KEY the rowid; BIGINT
+    # would add a second B-tree written on every decision.
+    Column("seq", SEQ, primary_key=True, autoincrement=False),
     Column("id", String(32), nullable=False),
     Column("ts", Float, nullable=False),
     Column("kind", String(32), nullable=False),

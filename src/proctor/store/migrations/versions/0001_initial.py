@@ -14,6 +14,7 @@ branch_labels = None
 depends_on = None
 
 GENESIS = "0" * 64
+SEQ = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # INTEGER PRIMARY KEY is the rowid
 
 
 def upgrade() -> None:
@@ -40,7 +41,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "proctor_audit_log",
-        sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("seq", SEQ, primary_key=True, autoincrement=False),
         sa.Column("id", sa.String(32), nullable=False),
         sa.Column("ts", sa.Float, nullable=False),
         sa.Column("kind", sa.String(32), nullable=False),
