@@ -25,7 +25,7 @@ rules:
   - {id: big, when: 'tool == "refund" && args.amount > 100.0', decide: review, queue: billing,
      reason: Refunds over 100 need a billing lead}
   - {id: unsure, when: 'has(context.confidence) && context.confidence < 0.7', decide: review,
-     queue: billing}
+     queue: billing, hold_run: false}
   - {id: replies, when: 'tool == "reply"', decide: allow, sample: 1.0, queue: qa}
   - {id: flaky, when: 'tool == "flaky"', decide: allow, on_error: review, queue: ops}
   - {id: by-amount, when: 'tool == "export" && args.rows > 10', decide: allow}

@@ -7,7 +7,12 @@
     │   └── Rejected             a human refused it; carries .reason
     ├── PolicyError              a policy file is invalid; carries .line and .column
     ├── StoreError               the database could not be reached or used
-    ├── NotFound                 an id that does not exist
+    ├── NotFound                 an id that does not exist (HTTP 404)
+    ├── Conflict                 the item was already decided, or is being run (409)
+    ├── Forbidden                not allowed for this principal, e.g. self-approval (403)
+    ├── InvalidRequest           a request that cannot be carried out as sent (422)
+    ├── ToolFailed               an approved action ran and raised; carries .error_type
+    ├── InDoubt                  an approved action may or may not have run; a human decides
     └── ConfigError              a bad setting or argument
 
 Driver and library exceptions are translated at the boundary with ``raise X from exc``;
@@ -88,6 +93,38 @@ class StoreError(ProctorError):
 
 class NotFound(ProctorError):
     """An id that does not exist."""
+
+
+class Conflict(ProctorError):
+    """The state changed under the request: already decided, or running elsewhere."""
+
+
+class Forbidden(ProctorError):
+    """The principal may not do this (an agent approving its own action, say)."""
+
+
+class InvalidRequest(ProctorError):
+    """A request that cannot be carried out as sent (wrong argument types, unknown queue)."""
+
+
+class ToolFailed(ProctorError):
+    """An approved action ran and raised; a later resume reports the recorded failure."""
+
+    def __init__(self, message: str, *, error_type: str, item_id: str) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.item_id = item_id
+
+
+class InDoubt(ProctorError):
+    """The process running an approved action died before recording its outcome.
+
+    It is never re-run automatically: a human approves it again or closes it.
+    """
+
+    def __init__(self, message: str, *, item_id: str) -> None:
+        super().__init__(message)
+        self.item_id = item_id
 
 
 class ConfigError(ProctorError):

@@ -11,6 +11,7 @@ import hashlib
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,17 @@ NO_POLICY = "no-policy"
 STORE_UNAVAILABLE = "store-unavailable"
 PAYLOAD_TOO_LARGE = "payload-too-large"
 DEFAULT_REVIEW_TIMEOUT = 4 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAction:
+    """An action's arguments and context as stored, and whether ``args`` are exact."""
+
+    args: dict[str, Any]
+    context: dict[str, Any]
+    digest: str
+    masked: tuple[str, ...]
+    exact: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,22 +85,31 @@ class Gate:
 
     # -- decisions ---------------------------------------------------------------------
 
-    def decide(self, action: Action, run: Run | None) -> Verdict:
+    def decide(
+        self, action: Action, run: Run | None, params: dict[str, Any] | None = None
+    ) -> Verdict:
         """Evaluate and record; a store failure yields an unrecorded deny, never an allow."""
         args_bytes = canonical(action.args)
         digest = hashlib.sha256(args_bytes).hexdigest()
         try:
             with self.store.write() as tx:
-                verdict = self._decide_in(tx, action, run, digest, len(args_bytes))
+                verdict = self._decide_in(tx, action, run, digest, len(args_bytes), params)
         except StoreError as exc:
             return Verdict(refuse(f"failing closed: {exc}", STORE_UNAVAILABLE, None), None, None)
         if run is not None:
             run.started = True
             run.actions += 1
+            run.remember(action.tool, verdict.decision.decision, verdict.id)
         return verdict
 
     def _decide_in(
-        self, tx: WriteTx, action: Action, run: Run | None, digest: str, size: int
+        self,
+        tx: WriteTx,
+        action: Action,
+        run: Run | None,
+        digest: str,
+        size: int,
+        params: dict[str, Any] | None,
     ) -> Verdict:
         policy: CompiledPolicy | None = None
         if size > self.max_args_bytes:
@@ -113,16 +134,9 @@ class Gate:
                     if policy is not None
                     else refuse("no policy has been applied; everything is denied", NO_POLICY, None)
                 )
-        sensitive = policy.sensitive if policy is not None else ()
-        masked: list[str] = []
-        args = (
-            mask("args", action.args, sensitive, masked)
-            if size <= self.max_args_bytes
-            else {"_omitted": f"{size} bytes"}
-        )
-        context = mask("context", action.context, sensitive, masked)
+        stored = self.stored(action, policy, digest, size)
         if run is not None and not run.started:
-            self._record_run_start(tx, run, sensitive)
+            self._record_run_start(tx, run, policy.sensitive if policy is not None else ())
         decision_id = os.urandom(16).hex()
         item_id = None
         timeout, on_timeout = _timeouts(policy, decision.queue)
@@ -132,20 +146,164 @@ class Gate:
                 "approval",
                 decision,
                 action,
-                decision_id,
-                tx.head_seq + 1,
-                run,
-                args,
-                digest,
-                context,
+                decision_id=decision_id,
+                decision_seq=tx.head_seq + 1,
+                run=run,
+                stored=stored,
+                policy=policy,
                 queue=decision.queue or "default",
                 expires_in=timeout,
+                params=params,
             )
-        body = {
+        rec = tx.append(
+            "decision",
+            self.decision_body(decision, action, stored, run, item_id),
+            agent=action.agent,
+            tool=action.tool,
+            decision=decision.decision,
+            record_id=decision_id,
+        )
+        return Verdict(decision, rec.id, rec.seq, item_id, timeout, on_timeout)
+
+    def stored(
+        self, action: Action, policy: CompiledPolicy | None, digest: str, size: int
+    ) -> StoredAction:
+        """The action as it may be stored: secrets masked, oversized arguments omitted."""
+        sensitive = policy.sensitive if policy is not None else ()
+        masked: list[str] = []
+        if size <= self.max_args_bytes:
+            args = mask("args", action.args, sensitive, masked)
+        else:
+            args = {"_omitted": f"{size} bytes"}
+        context = mask("context", action.context, sensitive, masked)
+        exact = size <= self.max_args_bytes and not any(m.startswith("args") for m in masked)
+        return StoredAction(args, context, digest, tuple(masked), exact)
+
+    def record_refusal(self, action: Action, run: Run | None, reason: str, rule_id: str) -> Verdict:
+        """Log an action refused before policy was consulted (a held run, say)."""
+        digest = hashlib.sha256(canonical(action.args)).hexdigest()
+        with self.store.write() as tx:
+            policy = self.policy_for(tx)
+            decision = refuse(reason, rule_id, tx.policy_version)
+            stored = self.stored(action, policy, digest, 0)
+            rec = tx.append(
+                "decision",
+                self.decision_body(decision, action, stored, run, None),
+                agent=action.agent,
+                tool=action.tool,
+                decision="deny",
+            )
+        return Verdict(decision, rec.id, rec.seq)
+
+    def open_choice(
+        self,
+        agent: str,
+        offered: list[tuple[Action, dict[str, Any]]],
+        run: Run | None,
+        queue: str | None,
+        reason: str,
+    ) -> Verdict:
+        """A choice item: the agent offers ranked options and a human picks one.
+
+        Options the policy denies are never offered; if none remain, the choice is denied.
+        """
+        with self.store.write() as tx:
+            policy = self.policy_for(tx)
+            if policy is None:
+                decision = refuse(
+                    "no policy has been applied; everything is denied", NO_POLICY, None
+                )
+                return Verdict(decision, None, None)
+            if run is not None and not run.started:
+                self._record_run_start(tx, run, policy.sensitive)
+            options = []
+            for action, meta in offered:
+                verdict = evaluate(policy, action)
+                if verdict.decision == "deny":
+                    continue
+                digest = hashlib.sha256(canonical(action.args)).hexdigest()
+                stored = self.stored(action, policy, digest, 0)
+                options.append(
+                    {
+                        **meta,
+                        "tool": action.tool,
+                        "args": stored.args,
+                        "exec_args": action.args if stored.exact else None,
+                        "decision": verdict.decision,
+                        "risk": verdict.risk,
+                    }
+                )
+            first = offered[0][0]
+            queue = queue or policy.document.defaults.queue or next(iter(policy.queues), None)
+            if not options or queue is None:
+                why = (
+                    "the policy denies every option"
+                    if not options
+                    else "the policy names no queue for choices (set defaults.queue)"
+                )
+                decision = refuse(why, "choice", policy.version)
+                rec = tx.append(
+                    "decision",
+                    {
+                        "choice": True,
+                        "reason": why,
+                        "rules": ["choice"],
+                        "policy_version": policy.version,
+                        **_run_fields(run),
+                    },
+                    agent=agent,
+                    tool=first.tool,
+                    decision="deny",
+                )
+                return Verdict(decision, rec.id, rec.seq)
+            decision = Decision("review", ("choice",), reason, policy.version, queue=queue)
+            timeout, on_timeout = _timeouts(policy, queue)
+            decision_id = os.urandom(16).hex()
+            digest = hashlib.sha256(canonical(first.args)).hexdigest()
+            stored = self.stored(first, policy, digest, 0)
+            item_id = self.open_item(
+                tx,
+                "choice",
+                decision,
+                first,
+                decision_id=decision_id,
+                decision_seq=tx.head_seq + 1,
+                run=run,
+                stored=stored,
+                policy=policy,
+                queue=queue,
+                expires_in=timeout,
+                options=options,
+            )
+            body = self.decision_body(decision, first, stored, run, item_id)
+            body["options"] = [
+                {k: o[k] for k in ("tool", "args", "probability", "risks")} for o in options
+            ]
+            rec = tx.append(
+                "decision",
+                body,
+                agent=agent,
+                tool=first.tool,
+                decision="review",
+                record_id=decision_id,
+            )
+        if run is not None:
+            run.started = True
+        return Verdict(decision, rec.id, rec.seq, item_id, timeout, on_timeout)
+
+    @staticmethod
+    def decision_body(
+        decision: Decision,
+        action: Action,
+        stored: StoredAction,
+        run: Run | None,
+        item_id: str | None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
             "action": {
-                "args": args,
-                "args_digest": digest,
-                "context": context,
+                "args": stored.args,
+                "args_digest": stored.digest,
+                "context": stored.context,
                 "reversible": action.reversible,
                 "reads": list(action.reads),
             },
@@ -166,17 +324,9 @@ class Gate:
             body["error"] = decision.error
         if item_id:
             body["review_item"] = item_id
-        if masked:
-            body["masked"] = masked
-        rec = tx.append(
-            "decision",
-            body,
-            agent=action.agent,
-            tool=action.tool,
-            decision=decision.decision,
-            record_id=decision_id,
-        )
-        return Verdict(decision, rec.id, rec.seq, item_id, timeout, on_timeout)
+        if stored.masked:
+            body["masked"] = list(stored.masked)
+        return body
 
     def record_outcome(
         self,
@@ -186,51 +336,58 @@ class Gate:
         *,
         error: BaseException | None,
         duration: float,
+        params: dict[str, Any] | None = None,
+        item_id: str | None = None,
+        in_tx: Callable[[WriteTx], None] | None = None,
     ) -> str | None:
-        """Record how the tool call ended; opens exception and sample items. Returns an item id."""
+        """Record how the tool call ended; opens exception and sample items. Returns an item id.
+
+        ``in_tx`` runs in the same transaction (a grant's item is marked done with it).
+        """
         decision = verdict.decision
         with self.store.write() as tx:
-            item_id = None
-            kind = None
+            opened = None
+            kind = queue = None
             if error is not None and decision.on_error:
                 kind, queue = "exception", decision.queue
             elif error is None and verdict.id and sampled(verdict.id, decision.sample):
                 kind, queue = "sample", decision.sample_queue
             if kind is not None:
                 policy = self.policy_for(tx)
-                sensitive = policy.sensitive if policy is not None else ()
-                masked: list[str] = []
-                item_id = self.open_item(
+                digest = hashlib.sha256(canonical(action.args)).hexdigest()
+                opened = self.open_item(
                     tx,
                     kind,
                     decision,
                     action,
-                    verdict.id or "",
-                    verdict.seq or 0,
-                    run,
-                    mask("args", action.args, sensitive, masked),
-                    hashlib.sha256(canonical(action.args)).hexdigest(),
-                    mask("context", action.context, sensitive, masked),
+                    decision_id=verdict.id or "",
+                    decision_seq=verdict.seq or 0,
+                    run=run,
+                    stored=self.stored(action, policy, digest, 0),
+                    policy=policy,
                     queue=queue or "default",
                     expires_in=None,
+                    params=params,
                     detail=_error_text(error) if error is not None else None,
                 )
-            tx.append(
-                "outcome",
-                {
-                    "decision_id": verdict.id,
-                    "decision_seq": verdict.seq,
-                    "outcome": "ok" if error is None else "error",
-                    "error_type": type(error).__name__ if error is not None else None,
-                    "error": _error_text(error) if error is not None else None,
-                    "duration_ms": round(duration * 1000, 3),
-                    "review_item": item_id,
-                    **_run_fields(run),
-                },
-                agent=action.agent,
-                tool=action.tool,
-            )
-        return item_id
+            body: dict[str, Any] = {
+                "decision_id": verdict.id,
+                "decision_seq": verdict.seq,
+                "outcome": "ok" if error is None else "error",
+                "duration_ms": round(duration * 1000, 3),
+                **_run_fields(run),
+            }
+            if error is not None:
+                body["error_type"] = type(error).__name__
+                body["error"] = _error_text(error)
+            if opened or item_id:
+                body["review_item"] = opened or item_id
+            if in_tx is not None:
+                in_tx(tx)
+            tx.append("outcome", body, agent=action.agent, tool=action.tool)
+        if run is not None:
+            run.remember(action.tool, "error" if error is not None else "ok", verdict.id)
+        return opened
 
     def open_item(
         self,
@@ -238,24 +395,33 @@ class Gate:
         kind: str,
         decision: Decision,
         action: Action,
+        *,
         decision_id: str,
         decision_seq: int,
         run: Run | None,
-        args: dict[str, Any],
-        digest: str,
-        context: dict[str, Any],
-        *,
+        stored: StoredAction,
+        policy: CompiledPolicy | None,
         queue: str,
         expires_in: float | None,
+        params: dict[str, Any] | None = None,
         detail: str | None = None,
+        options: list[dict[str, Any]] | None = None,
     ) -> str:
+        """A durable review item holding what a reviewer needs to decide without redoing
+        the agent's work: arguments, context, the run so far, the rule and its reason."""
         item_id = os.urandom(12).hex()
         now = time.time()
+        q = policy.queues.get(queue) if policy is not None else None
+        impact = action.context.get("impact")
+        meta = {**(params or {}), "reversible": action.reversible, "reads": list(action.reads)}
+        history = list(run.history) if run is not None else []
         tx.sql(
             "INSERT INTO proctor_review_items (id, kind, status, queue, agent, tool, decision_id,"
             " decision_seq, run_id, policy_version, rule_ids, reason, risk, args, args_digest,"
-            " context, detail, created_at, expires_at, updated_at)"
-            " VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " context, detail, created_at, expires_at, updated_at, sla_due, impact, quorum,"
+            " params, history, options, exec_args)"
+            " VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+            " ?, ?, ?, ?)",
             (
                 item_id,
                 kind,
@@ -269,15 +435,26 @@ class Gate:
                 orjson.dumps(list(decision.rule_ids)).decode(),
                 decision.reason,
                 decision.risk,
-                canonical(args).decode(),
-                digest,
-                canonical(context).decode(),
+                canonical(stored.args).decode(),
+                stored.digest,
+                canonical(stored.context).decode(),
                 detail,
                 now,
                 now + expires_in if expires_in is not None else None,
                 now,
+                now + q.sla if q is not None and q.sla else None,
+                float(impact)
+                if isinstance(impact, int | float) and not isinstance(impact, bool)
+                else None,
+                q.quorum if q is not None else 1,
+                canonical(meta).decode(),
+                canonical(history).decode(),
+                canonical(options).decode() if options is not None else None,
+                canonical(action.args).decode() if stored.exact else None,
             ),
         )
+        if run is not None and kind in ("approval", "choice") and decision.hold_run:
+            run.holding.add(item_id)
         return item_id
 
     # -- runs --------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+from collections import deque
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -31,6 +33,8 @@ class Run:
     trace_id: str = ""
     started: bool = False  # its start is recorded with its first action
     actions: int = 0
+    history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=25))
+    holding: set[str] = field(default_factory=set)  # pending approvals that hold this run
     _token: Token[Run | None] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -39,6 +43,12 @@ class Run:
             self.context = {**self.parent.context, **self.context}
         elif not self.trace_id:
             self.trace_id = os.urandom(16).hex()
+
+    def remember(self, tool: str, what: str, decision_id: str | None) -> None:
+        """The run so far, as a reviewer sees it: the last few calls and how they went."""
+        self.history.append(
+            {"tool": tool, "what": what, "decision_id": decision_id, "at": round(time.time(), 3)}
+        )
 
     def update(self, **context: Any) -> None:
         """Change the context the following actions are judged with."""

@@ -1,23 +1,36 @@
-"""``@px.tool``: put a sync or async callable behind the gate."""
+"""``@px.tool``: put a sync or async callable behind the gate, and run approved actions once."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import inspect
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from ._errors import ConfigError, Denied, Rejected, ReviewPending
+from ._errors import (
+    ConfigError,
+    Denied,
+    InDoubt,
+    InvalidRequest,
+    Rejected,
+    ReviewPending,
+    ToolFailed,
+)
+from .audit.chain import canonical
 from .gate import Verdict
-from .policy import Action
-from .review.items import wait_for_answer, wait_for_answer_async
+from .policy import Action, Decision
+from .review.items import ReviewItem, get_item, status_of, wait_for_answer, wait_while
+from .review.params import describe
 from .runs import Run, current_run
 
 if TYPE_CHECKING:
     from .sdk import Proctor
+
+RUN_HELD = "run-held"
 
 
 class _Unset:
@@ -47,20 +60,13 @@ class ToolSpec:
     reads: tuple[str, ...]
     signature: inspect.Signature
     skip_first: bool
+    params: dict[str, Any] = field(default_factory=dict)
 
-    def action(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Action, Run | None]:
-        run = current_run()
-        agent = self.agent or (run.agent if run is not None else None)
-        if agent is None:
-            raise ConfigError(
-                f"tool '{self.name}' has no agent: pass agent= to @px.tool"
-                " or call it inside px.run()"
-            )
-        try:
-            bound = self.signature.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise TypeError(f"{self.name}(): {exc}") from None
-        bound.apply_defaults()
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.fn)
+
+    def named(self, bound: inspect.BoundArguments) -> dict[str, Any]:
         named: dict[str, Any] = {}
         for i, (key, value) in enumerate(bound.arguments.items()):
             if i == 0 and self.skip_first:
@@ -72,8 +78,53 @@ class ToolSpec:
                 named[key] = list(value)
             else:
                 named[key] = value
+        return named
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> inspect.BoundArguments:
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{self.name}(): {exc}") from None
+        bound.apply_defaults()
+        return bound
+
+    def agent_for(self, run: Run | None) -> str:
+        agent = self.agent or (run.agent if run is not None else None)
+        if agent is None:
+            raise ConfigError(
+                f"tool '{self.name}' has no agent: pass agent= to @px.tool"
+                " or call it inside px.run()"
+            )
+        return agent
+
+    def action(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Action, Run | None]:
+        run = current_run()
+        agent = self.agent_for(run)
+        named = self.named(self.bind(args, kwargs))
         context = run.context if run is not None else {}
         return Action(agent, self.name, named, context, self.reversible, self.reads), run
+
+    def with_edits(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], edits: dict[str, Any] | None
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The original call with a reviewer's edits applied, by parameter name."""
+        if not edits:
+            return args, kwargs
+        bound = self.bind(args, kwargs)
+        var_kw = next(
+            (
+                p.name
+                for p in self.signature.parameters.values()
+                if p.kind is inspect.Parameter.VAR_KEYWORD
+            ),
+            None,
+        )
+        for name, value in edits.items():
+            if name in self.signature.parameters:
+                bound.arguments[name] = value
+            elif var_kw is not None:
+                bound.arguments[var_kw] = {**bound.arguments.get(var_kw, {}), name: value}
+        return bound.args, bound.kwargs
 
 
 def make_spec(
@@ -89,6 +140,7 @@ def make_spec(
         raise ConfigError("wait must be None or a number of seconds >= 0")
     sig = inspect.signature(fn)
     params = list(sig.parameters)
+    skip_first = bool(params) and params[0] in ("self", "cls")
     return ToolSpec(
         fn=fn,
         name=name or fn.__name__,
@@ -97,39 +149,53 @@ def make_spec(
         wait=wait,
         reads=tuple(reads),
         signature=sig,
-        skip_first=bool(params) and params[0] in ("self", "cls"),
+        skip_first=skip_first,
+        params=describe(fn, skip_first),
     )
 
 
 def wrap(px: Proctor, spec: ToolSpec) -> Callable[..., Any]:
-    if inspect.iscoroutinefunction(spec.fn):
+    if spec.is_async:
 
         @functools.wraps(spec.fn)
         async def async_tool(*args: Any, **kwargs: Any) -> Any:
             action, run = spec.action(args, kwargs)
-            verdict = px.gate.decide(action, run)
+            await asyncio.to_thread(_hold, px, spec, action, run)
+            verdict = px.gate.decide(action, run, spec.params)
+            _raise_if_denied(verdict)
             if verdict.decision.decision == "review":
-                await _await_review(px, spec, verdict)
-            _raise_unless_allowed(verdict)
-            return await _execute_async(px, spec, verdict, action, run, args, kwargs)
+                item = await asyncio.to_thread(answer, px, spec, verdict, run)
+                claim = await asyncio.to_thread(claim_grant, px, item.id, item.args_digest)
+                if claim is None:
+                    return px.recorded_result(item.id)
+                call = spec.with_edits(args, kwargs, claim.edited_args)
+                return await run_async(px, spec, claim, run, call)
+            return await execute_async(px, spec, verdict, action, run, args, kwargs)
 
         async_tool.__proctor_tool__ = spec  # type: ignore[attr-defined]
+        px.register(spec)
         return async_tool
 
     @functools.wraps(spec.fn)
     def tool(*args: Any, **kwargs: Any) -> Any:
         action, run = spec.action(args, kwargs)
-        verdict = px.gate.decide(action, run)
+        _hold(px, spec, action, run)
+        verdict = px.gate.decide(action, run, spec.params)
+        _raise_if_denied(verdict)
         if verdict.decision.decision == "review":
-            _handle_answer(px, spec, verdict, _wait_sync(px, spec, verdict))
-        _raise_unless_allowed(verdict)
-        return _execute(px, spec, verdict, action, run, args, kwargs)
+            item = answer(px, spec, verdict, run)
+            claim = claim_grant(px, item.id, item.args_digest)
+            if claim is None:
+                return px.recorded_result(item.id)
+            return run_sync(px, spec, claim, run, spec.with_edits(args, kwargs, claim.edited_args))
+        return execute(px, spec, verdict, action, run, args, kwargs)
 
     tool.__proctor_tool__ = spec  # type: ignore[attr-defined]
+    px.register(spec)
     return tool
 
 
-def _raise_unless_allowed(verdict: Verdict) -> None:
+def _raise_if_denied(verdict: Verdict) -> None:
     d = verdict.decision
     if d.decision == "deny":
         raise Denied(
@@ -137,65 +203,245 @@ def _raise_unless_allowed(verdict: Verdict) -> None:
         )
 
 
-def _wait_seconds(spec: ToolSpec, verdict: Verdict) -> float:
-    return verdict.review_timeout if spec.wait is None else spec.wait
-
-
-def _pending(verdict: Verdict) -> ReviewPending:
-    d = verdict.decision
+def _pending(item_id: str, reason: str, verdict: Verdict | None = None) -> ReviewPending:
+    d = verdict.decision if verdict is not None else None
     return ReviewPending(
-        f"waiting for a human in queue '{d.queue}': {d.reason}",
-        item_id=verdict.item_id or "",
-        rule_ids=d.rule_ids,
-        decision_id=verdict.id,
-        policy_version=d.policy_version,
+        reason,
+        item_id=item_id,
+        rule_ids=d.rule_ids if d else (),
+        decision_id=verdict.id if verdict else None,
+        policy_version=d.policy_version if d else None,
     )
 
 
-def _wait_sync(px: Proctor, spec: ToolSpec, verdict: Verdict) -> str:
-    if verdict.item_id is None or _wait_seconds(spec, verdict) == 0:
-        raise _pending(verdict)
-    return wait_for_answer(px.store, verdict.item_id, _wait_seconds(spec, verdict))
+# -- holding a run -------------------------------------------------------------------------
 
 
-async def _await_review(px: Proctor, spec: ToolSpec, verdict: Verdict) -> None:
-    if verdict.item_id is None or _wait_seconds(spec, verdict) == 0:
-        raise _pending(verdict)
-    status = await wait_for_answer_async(px.store, verdict.item_id, _wait_seconds(spec, verdict))
-    _handle_answer(px, spec, verdict, status)
+def _hold(px: Proctor, spec: ToolSpec, action: Action, run: Run | None) -> None:
+    """While an approval is pending in a run, the run's next actions wait (or are refused)."""
+    if run is None or not run.holding:
+        return
+    for item_id in sorted(run.holding):
+        status = status_of(px.store, item_id)
+        if status == "pending" and spec.wait != 0:
+            budget = spec.wait if spec.wait is not None else _seconds_left(px, item_id)
+            status = wait_for_answer(px.store, item_id, budget)
+        if status == "pending":
+            reason = (
+                f"run {run.id} is held: review item {item_id} awaits a human"
+                " (the policy does not let this run go on in parallel)"
+            )
+            verdict = px.gate.record_refusal(action, run, reason, RUN_HELD)
+            raise Denied(reason, rule_ids=(RUN_HELD,), decision_id=verdict.id)
+        run.holding.discard(item_id)
 
 
-def _handle_answer(px: Proctor, spec: ToolSpec, verdict: Verdict, status: str) -> None:
-    """Turn the human's answer (or its absence) into what the agent sees."""
+def _seconds_left(px: Proctor, item_id: str) -> float:
+    item = get_item(px.store, item_id)
+    return max(0.0, (item.expires_at or time.time() + 3600) - time.time())
+
+
+# -- waiting for the human -----------------------------------------------------------------
+
+
+def answer(px: Proctor, spec: ToolSpec, verdict: Verdict, run: Run | None) -> ReviewItem:
+    """Wait for a human within ``wait``; past the review timeout apply ``on_timeout``."""
+    item_id = verdict.item_id
+    if item_id is None:
+        raise Denied("the review item could not be opened", decision_id=verdict.id)
     d = verdict.decision
-    if status == "approved":
-        raise ReviewPending(  # running an approved action arrives with grants
-            f"item {verdict.item_id} was approved; resume it with px.resume()",
-            item_id=verdict.item_id or "",
-            rule_ids=d.rule_ids,
-            decision_id=verdict.id,
-            policy_version=d.policy_version,
-        )
-    if status == "rejected":
+    if spec.wait == 0:
+        raise _pending(item_id, f"waiting for a human in queue '{d.queue}': {d.reason}", verdict)
+    give_up = time.monotonic() + spec.wait if spec.wait is not None else None
+    while True:
+        item = get_item(px.store, item_id)
+        expires = item.expires_at if item.expires_at is not None else time.time() + 3600
+        until_expiry = expires - time.time()
+        budget = until_expiry if give_up is None else min(until_expiry, give_up - time.monotonic())
+        status = wait_for_answer(px.store, item_id, max(budget, 0.0))
+        if status == "pending" and time.time() >= expires:
+            px.reviews.service.sweep(item_id=item_id)  # expire, or escalate to the next queue
+            status = status_of(px.store, item_id)
+            if status == "pending" and (give_up is None or time.monotonic() < give_up):
+                continue  # escalated: keep waiting on the next queue
+        if status == "pending":
+            raise _pending(item_id, f"no reviewer has decided yet (item {item_id})", verdict)
+        if run is not None:
+            run.holding.discard(item_id)
+        item = get_item(px.store, item_id)
+        return _settled(item, verdict)
+
+
+def _settled(item: ReviewItem, verdict: Verdict | None = None) -> ReviewItem:
+    d = verdict.decision if verdict is not None else None
+    ids = d.rule_ids if d else tuple(item.rule_ids)
+    if item.status == "rejected":
         raise Rejected(
-            "a reviewer rejected the action",
-            rule_ids=d.rule_ids,
-            decision_id=verdict.id,
-            policy_version=d.policy_version,
+            item.note or "a reviewer rejected the action",
+            rule_ids=ids,
+            decision_id=item.decision_id,
+            policy_version=item.policy_version,
         )
-    if status == "expired" or _wait_seconds(spec, verdict) >= verdict.review_timeout:
-        px.expire_item(verdict.item_id or "")
+    if item.status == "expired":
         raise Denied(
-            f"no reviewer decided within {verdict.review_timeout:g}s; the policy's on_timeout "
-            f"is {verdict.on_timeout}",
-            rule_ids=d.rule_ids,
-            decision_id=verdict.id,
-            policy_version=d.policy_version,
+            f"no reviewer decided item {item.id} in time (or its grant expired);"
+            " the policy's on_timeout is deny",
+            rule_ids=ids,
+            decision_id=item.decision_id,
+            policy_version=item.policy_version,
         )
-    raise _pending(verdict)
+    return item
 
 
-def _execute(
+# -- exactly once --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Granted:
+    item: ReviewItem
+    edited_args: dict[str, Any] | None
+
+
+def claim_grant(px: Proctor, item_id: str, original_digest: str | None) -> Granted | None:
+    """Claim the right to run; None when it already ran (its recorded result stands)."""
+    service = px.reviews.service
+    while True:
+        claim = service.claim(item_id, original_digest)
+        if claim.state == "claimed":
+            item = get_item(px.store, item_id)
+            return Granted(item, item.edited_args)
+        if claim.state == "busy":  # another process is running it: wait for its outcome
+            wait_while(px.store, item_id, frozenset({"executing"}), 24 * 3600)
+            continue
+        if claim.state == "done":
+            return None
+        item = get_item(px.store, item_id)
+        if claim.state == "failed":
+            error_type = (item.result_error or "Error").split(":", 1)[0]
+            raise ToolFailed(
+                f"the approved action ran and failed: {item.result_error}",
+                error_type=error_type,
+                item_id=item_id,
+            )
+        if claim.state == "in_doubt":
+            raise InDoubt(
+                f"item {item_id} was claimed by a process that died before recording the"
+                " outcome; it may or may not have run. A human must approve it again or reject it.",
+                item_id=item_id,
+            )
+        if claim.state == "pending":
+            raise _pending(item_id, f"item {item_id} has not been approved yet")
+        _settled(item)
+        raise Denied(f"item {item_id} cannot run: it is {item.status}")
+
+
+def _grant_verdict(item: ReviewItem) -> Verdict:
+    decision = Decision(
+        "allow",
+        tuple(item.rule_ids),
+        f"approved by {item.decided_by}",
+        item.policy_version,
+        item.risk,
+    )
+    return Verdict(decision, item.decision_id, item.decision_seq, item.id)
+
+
+def _granted_action(spec: ToolSpec, item: ReviewItem, args: dict[str, Any]) -> Action:
+    return Action(item.agent, spec.name, args, item.context, spec.reversible, spec.reads)
+
+
+def run_sync(
+    px: Proctor,
+    spec: ToolSpec,
+    granted: Granted,
+    run: Run | None,
+    call: tuple[tuple[Any, ...], dict[str, Any]],
+) -> Any:
+    item = granted.item
+    action = _granted_action(spec, item, spec.named(spec.bind(*call)))
+    start = time.perf_counter()
+    try:
+        result = spec.fn(*call[0], **call[1])
+    except Exception as exc:
+        _finish(px, spec, item, action, run, None, exc, start)
+        raise
+    _finish(px, spec, item, action, run, result, None, start)
+    return result
+
+
+async def run_async(
+    px: Proctor,
+    spec: ToolSpec,
+    granted: Granted,
+    run: Run | None,
+    call: tuple[tuple[Any, ...], dict[str, Any]],
+) -> Any:
+    item = granted.item
+    action = _granted_action(spec, item, spec.named(spec.bind(*call)))
+    start = time.perf_counter()
+    try:
+        result = await spec.fn(*call[0], **call[1])
+    except (Exception, asyncio.CancelledError) as exc:
+        _finish(px, spec, item, action, run, None, exc, start)
+        raise
+    _finish(px, spec, item, action, run, result, None, start)
+    return result
+
+
+def _finish(
+    px: Proctor,
+    spec: ToolSpec,
+    item: ReviewItem,
+    action: Action,
+    run: Run | None,
+    result: Any,
+    error: BaseException | None,
+    start: float,
+) -> None:
+    service = px.reviews.service
+    px.gate.record_outcome(
+        _grant_verdict(item),
+        action,
+        run,
+        error=error,
+        duration=time.perf_counter() - start,
+        item_id=item.id,
+        in_tx=lambda tx: service.finish(tx, item.id, result, error),
+    )
+
+
+def resume_call(
+    spec: ToolSpec, item: ReviewItem, args: dict[str, Any] | None
+) -> tuple[tuple[Any, ...], dict[str, Any], str]:
+    """The call to make for an approved item, from its stored exact arguments or ``args``."""
+    if spec.skip_first:
+        raise InvalidRequest(f"'{spec.name}' is a method: resume it where its instance lives")
+    if args is None:
+        if item.kind == "choice" and item.options is not None and item.chosen is not None:
+            args = item.options[item.chosen].get("exec_args")
+        else:
+            args = item.exec_args
+        if args is None:
+            raise InvalidRequest(
+                f"item {item.id}'s arguments had masked fields; pass args= with the originals"
+            )
+    digest = hashlib.sha256(canonical(args)).hexdigest()
+    if item.kind != "choice" and digest != item.args_digest:
+        raise InvalidRequest("these arguments are not the ones the item was opened for")
+    named = {**args, **(item.edited_args or {})}
+    positional = [
+        p for p in spec.signature.parameters.values() if p.kind is inspect.Parameter.VAR_POSITIONAL
+    ]
+    if positional and positional[0].name in named:
+        values = named.pop(positional[0].name)
+        return tuple(values), named, digest
+    return (), named, digest
+
+
+# -- plain execution -----------------------------------------------------------------------
+
+
+def execute(
     px: Proctor,
     spec: ToolSpec,
     verdict: Verdict,
@@ -209,14 +455,19 @@ def _execute(
         result = spec.fn(*args, **kwargs)
     except Exception as exc:
         px.gate.record_outcome(
-            verdict, action, run, error=exc, duration=time.perf_counter() - start
+            verdict,
+            action,
+            run,
+            error=exc,
+            duration=time.perf_counter() - start,
+            params=spec.params,
         )
         raise
     px.gate.record_outcome(verdict, action, run, error=None, duration=time.perf_counter() - start)
     return result
 
 
-async def _execute_async(
+async def execute_async(
     px: Proctor,
     spec: ToolSpec,
     verdict: Verdict,
@@ -228,14 +479,14 @@ async def _execute_async(
     start = time.perf_counter()
     try:
         result = await spec.fn(*args, **kwargs)
-    except Exception as exc:
+    except (Exception, asyncio.CancelledError) as exc:
         px.gate.record_outcome(
-            verdict, action, run, error=exc, duration=time.perf_counter() - start
-        )
-        raise
-    except asyncio.CancelledError as exc:
-        px.gate.record_outcome(
-            verdict, action, run, error=exc, duration=time.perf_counter() - start
+            verdict,
+            action,
+            run,
+            error=exc,
+            duration=time.perf_counter() - start,
+            params=spec.params,
         )
         raise
     px.gate.record_outcome(verdict, action, run, error=None, duration=time.perf_counter() - start)

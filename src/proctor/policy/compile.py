@@ -39,6 +39,7 @@ class CompiledRule:
     on_error: bool
     sample: float | None
     tools: frozenset[str] | None  # None: may match any tool
+    hold_run: bool  # a pending review from this rule holds the rest of its run
     roots: frozenset[str]  # top-level CEL variables the condition reads
     fields: dict[str, frozenset[str] | None]  # args/context keys it reads; None: all of them
 
@@ -161,6 +162,7 @@ def _compiled_rule(doc: PolicyDocument, rule: Rule, i: int, program: Any) -> Com
         on_error=rule.on_error == "review",
         sample=rule.sample,
         tools=tools,
+        hold_run=rule.hold_run,
         roots=(roots := (ROOTS | {"risk"}).intersection(program.variables())),
         fields=_fields(rule.when, roots),
     )

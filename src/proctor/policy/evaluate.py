@@ -47,6 +47,7 @@ class Decision:
     sample: float = 0.0
     sample_queue: str | None = None
     error: str | None = None
+    hold_run: bool = True
 
     def explain(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -241,7 +242,15 @@ def _combine(policy: CompiledPolicy, matched: list[CompiledRule], risk: float | 
         if verdict == "deny":
             return Decision("deny", ids, reason, version, risk)
         if verdict == "review":
-            return Decision("review", ids, reason, version, risk, queue=hits[0].queue)
+            return Decision(
+                "review",
+                ids,
+                reason,
+                version,
+                risk,
+                queue=hits[0].queue,
+                hold_run=any(r.hold_run for r in hits),
+            )
         on_error = sample = None
         for r in hits:
             if r.on_error and on_error is None:

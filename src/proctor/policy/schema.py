@@ -42,8 +42,9 @@ class Defaults(_Model):
     review_timeout: float = 4 * 3600.0
     on_timeout: Literal["deny", "escalate"] = "deny"
     queue: str | None = None
+    grant_ttl: float = 24 * 3600.0
 
-    @field_validator("review_timeout", mode="before")
+    @field_validator("review_timeout", "grant_ttl", mode="before")
     @classmethod
     def _duration(cls, value: object) -> float:
         return parse_duration(value)
@@ -90,6 +91,7 @@ class Rule(_Model):
     on_error: Literal["review"] | None = None
     sample: float | None = Field(default=None, ge=0.0, le=1.0)
     tools: list[str] | None = None
+    hold_run: bool = True
 
 
 class TestAction(_Model):

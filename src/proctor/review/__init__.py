@@ -1,5 +1,6 @@
 """Human review: queues, items, grants."""
 
 from .items import ReviewItem, get_item, list_items
+from .service import ReviewService
 
-__all__ = ["ReviewItem", "get_item", "list_items"]
+__all__ = ["ReviewItem", "ReviewService", "get_item", "list_items"]

@@ -28,6 +28,7 @@ from sqlalchemy.pool import NullPool
 from .._errors import ConfigError, StoreError
 from ..audit.chain import canonical, header, link
 from . import schema
+from .notify import WakeHub
 
 DBAPI_ERRORS: tuple[type[BaseException], ...] = (sqlite3.Error, psycopg.Error)
 
@@ -60,6 +61,12 @@ class WriteTx:
         self.policy_version = policy_version
         self._dirty = False
         self._policy_changed = False
+        self.woken: list[str] = []
+
+    def wake(self, item_id: str) -> None:
+        """Wake processes waiting on ``item_id`` once this transaction commits."""
+        self._store.hub.notify_in_tx(self.cursor, item_id)
+        self.woken.append(item_id)
 
     def sql(self, statement: str, params: tuple[Any, ...] = ()) -> Any:
         """Run one statement written with ``?`` placeholders; returns the cursor."""
@@ -146,6 +153,21 @@ class Store:
         self._pid = os.getpid()
         self._qmark = self.dialect == "sqlite"
         self._checkpointer: _Checkpointer | None = None
+        self._hub: WakeHub | None = None
+
+    @property
+    def hub(self) -> WakeHub:
+        """Wake-ups for waiters in this process; started on first use."""
+        if self._hub is None:
+            conninfo = None
+            if self.dialect == "postgresql":
+                conninfo = (
+                    make_url(self.url)
+                    .set(drivername="postgresql")
+                    .render_as_string(hide_password=False)
+                )
+            self._hub = WakeHub(self.dialect, self.sqlite_path, conninfo)
+        return self._hub
 
     # -- connections -------------------------------------------------------------------
 
@@ -220,7 +242,8 @@ class Store:
             except sa.exc.DBAPIError as exc:
                 raise StoreError(f"cannot connect to {self.safe_url}: {exc.orig}") from exc
             conn = self._local.conn = proxy
-            self._local.cursor = proxy.driver_connection.cursor()
+            driver: Any = proxy.driver_connection
+            self._local.cursor = driver.cursor()
             with self._writers_lock:
                 self._writers.append(proxy)
                 if self.sqlite_path is not None and self._checkpointer is None:
@@ -257,6 +280,8 @@ class Store:
                 cur.execute("COMMIT")
                 if self._checkpointer is not None:
                     self._checkpointer.pending = True
+                for item_id in tx.woken:
+                    self.hub.notify_after_commit(item_id)
         except DBAPI_ERRORS as exc:
             self._discard(raw)
             raise StoreError(f"writing to {self.safe_url} failed: {exc}") from exc
@@ -292,6 +317,9 @@ class Store:
             raise StoreError(f"reading from {self.safe_url} failed: {exc.orig}") from exc
 
     def close(self) -> None:
+        if self._hub is not None:
+            self._hub.close()
+            self._hub = None
         if self._checkpointer is not None:
             self._checkpointer.stop()
             self._checkpointer = None

@@ -83,5 +83,36 @@ review_items = Table(
     Column("created_at", Float, nullable=False),
     Column("expires_at", Float, nullable=True),
     Column("updated_at", Float, nullable=False),
+    # 0002: the review loop
+    Column("sla_due", Float, nullable=True),
+    Column("impact", Float, nullable=True),
+    Column("quorum", Integer, nullable=False, server_default="1"),
+    Column("params", Text, nullable=True),
+    Column("history", Text, nullable=True),
+    Column("options", Text, nullable=True),
+    Column("chosen", Integer, nullable=True),
+    Column("exec_args", Text, nullable=True),
+    Column("edited_args", Text, nullable=True),
+    Column("decided_by", String(200), nullable=True),
+    Column("decided_at", Float, nullable=True),
+    Column("note", Text, nullable=True),
+    Column("escalated_from", String(200), nullable=True),
+    Column("grant_digest", String(64), nullable=True),
+    Column("grant_policy_version", String(64), nullable=True),
+    Column("grant_expires_at", Float, nullable=True),
+    Column("claim_owner", String(200), nullable=True),
+    Column("claimed_at", Float, nullable=True),
+    Column("result", Text, nullable=True),
+    Column("result_error", Text, nullable=True),
 )
 Index("ix_review_status_queue", review_items.c.status, review_items.c.queue)
+
+review_votes = Table(
+    "proctor_review_votes",
+    metadata,
+    Column("item_id", String(32), primary_key=True),
+    Column("reviewer", String(200), primary_key=True),
+    Column("vote", String(16), nullable=False),
+    Column("note", Text, nullable=True),
+    Column("at", Float, nullable=False),
+)
