@@ -5,20 +5,25 @@ Public API only; everything else is internal and may change.
 
 from ._errors import (
     ConfigError,
+    Conflict,
     DecisionError,
     Denied,
+    Forbidden,
+    InDoubt,
+    InvalidRequest,
     NotFound,
     PolicyError,
     ProctorError,
     Rejected,
     ReviewPending,
     StoreError,
+    ToolFailed,
 )
 from .gate import Verdict
 from .policy import Action, Decision
 from .review import ReviewItem
 from .runs import Run
-from .sdk import Proctor
+from .sdk import Option, Proctor
 from .tools import UNSET
 
 __version__ = "0.1.0"
@@ -26,10 +31,15 @@ __version__ = "0.1.0"
 __all__ = [
     "Action",
     "ConfigError",
+    "Conflict",
     "Decision",
     "DecisionError",
     "Denied",
+    "Forbidden",
+    "InDoubt",
+    "InvalidRequest",
     "NotFound",
+    "Option",
     "PolicyError",
     "Proctor",
     "ProctorError",
@@ -38,6 +48,7 @@ __all__ = [
     "ReviewPending",
     "Run",
     "StoreError",
+    "ToolFailed",
     "UNSET",
     "Verdict",
 ]

@@ -291,7 +291,7 @@ class ReviewService:
             item = load(tx, item_id)
             self._open_for_decision(item, by)
             if item["kind"] != "choice":
-                raise InvalidRequest(f"item {item_id} is a {item['kind']} item, not a choice")
+                raise InvalidRequest(f"item {item_id} is not a choice item (it is {item['kind']})")
             options = _json(item["options"]) or []
             if (
                 isinstance(option, bool)

@@ -14,7 +14,7 @@ branch_labels = None
 depends_on = None
 
 
-def new_columns() -> list[sa.Column]:  # fresh objects: a Column belongs to one table
+def new_columns() -> list[sa.Column[object]]:  # fresh objects: a Column belongs to one table
     return [
         sa.Column("sla_due", sa.Float, nullable=True),
         sa.Column("impact", sa.Float, nullable=True),
