@@ -136,8 +136,12 @@ def test_design_example_loads_as_written() -> None:
     assert len(policy.version) == 64
 
 
-def test_version_ignores_formatting_and_comments() -> None:
+def test_version_ignores_formatting_comments_and_spelled_out_defaults() -> None:
     a = compile_policy("policy: x\nrules: [{id: a, decide: allow}]\n")
     b = compile_policy("# a comment\npolicy:   x\nrules:\n  - id: a\n    decide: allow\n")
-    c = compile_policy("policy: x\nrules: [{id: a, decide: deny}]\n")
-    assert a.version == b.version != c.version
+    c = compile_policy(
+        "policy: x\ndefaults: {decision: deny, review_timeout: 4h}\n"
+        "rules: [{id: a, decide: allow, when: 'true'}]\n"
+    )
+    d = compile_policy("policy: x\nrules: [{id: a, decide: deny}]\n")
+    assert a.version == b.version == c.version != d.version

@@ -140,8 +140,11 @@ def test_blocked_call_returns_the_result_once_approved(rpx: Proctor) -> None:
     t = tools(rpx, effects)
     call = in_thread(lambda: t["refund"]("A-1", 250.0))
     item = first_pending(rpx, "billing")
-    assert (item.kind, item.tool, item.args) == ("approval", "refund", {
-        "order_id": "A-1", "amount": 250.0, "note": None})
+    assert (item.kind, item.tool, item.args) == (
+        "approval",
+        "refund",
+        {"order_id": "A-1", "amount": 250.0, "note": None},
+    )
     assert effects.calls == []
     rpx.reviews.approve(item.id, by="ana", note="customer is VIP")
     assert call.result(timeout=10) == "refunded 250.00 on A-1"
@@ -226,7 +229,11 @@ def test_escalation_chain_and_bad_targets(rpx: Proctor) -> None:
         rpx.reviews.escalate(item_id, by="ana", to="billing")
     moved = rpx.reviews.escalate(item_id, by="ana", to="finance", note="over my limit")
     assert (moved.queue, moved.escalated_from, moved.note, moved.quorum) == (
-        "finance", "billing", "over my limit", 2)
+        "finance",
+        "billing",
+        "over my limit",
+        2,
+    )
     assert [i.id for i in rpx.reviews.list(queue="finance")] == [item_id]
     assert rpx.reviews.list(queue="billing") == []
 
@@ -314,7 +321,9 @@ def test_choice_offers_options_and_runs_the_one_picked(rpx: Proctor) -> None:
     item = first_pending(rpx)
     assert item.kind == "choice"
     assert [(o["tool"], o["probability"]) for o in item.options or []] == [
-        ("refund", 0.7), ("credit", 0.9)]  # the option the policy denies is never offered
+        ("refund", 0.7),
+        ("credit", 0.9),
+    ]  # the option the policy denies is never offered
     assert item.context["sources"] == ["kb/refunds.md"]
     with pytest.raises(InvalidRequest, match="from 0 to 1"):
         rpx.reviews.choose(item.id, by="ana", option=5)

@@ -29,9 +29,12 @@ rules:
 
 
 def spawn(mode: str, db: str, out: Path, *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, CHILD, mode, db, str(out), *extra],
-                            stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.Popen(
+        [sys.executable, CHILD, mode, db, str(out), *extra],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 def next_event(stream: IO[str] | None) -> dict[str, object]:
@@ -82,8 +85,9 @@ def pending_item(px: Proctor, db: str, out: Path) -> str:
     return item
 
 
-def test_agent_in_another_process_wakes_on_approval(ppx: Proctor, db_url: str,
-                                                    tmp_path: Path) -> None:
+def test_agent_in_another_process_wakes_on_approval(
+    ppx: Proctor, db_url: str, tmp_path: Path
+) -> None:
     out = tmp_path / "wait"
     child = spawn("wait", db_url, out)
     assert next_event(child.stdout)["event"] == "calling"
@@ -113,8 +117,9 @@ def test_concurrent_resumes_run_the_body_once(ppx: Proctor, db_url: str, tmp_pat
     assert ppx.reviews.get(item).status == "done"
 
 
-def test_sigkill_while_claimed_leaves_in_doubt_and_never_reruns(ppx: Proctor, db_url: str,
-                                                                tmp_path: Path) -> None:
+def test_sigkill_while_claimed_leaves_in_doubt_and_never_reruns(
+    ppx: Proctor, db_url: str, tmp_path: Path
+) -> None:
     out = tmp_path / "slow"
     child = spawn("slow-body", db_url, out)
     assert next_event(child.stdout)["event"] == "calling"
@@ -142,8 +147,9 @@ def test_sigkill_while_claimed_leaves_in_doubt_and_never_reruns(ppx: Proctor, db
     assert len(effects(out)) == 2
 
 
-def test_sigkill_at_each_step_loses_nothing_and_runs_nothing_twice(ppx: Proctor, db_url: str,
-                                                                   tmp_path: Path) -> None:
+def test_sigkill_at_each_step_loses_nothing_and_runs_nothing_twice(
+    ppx: Proctor, db_url: str, tmp_path: Path
+) -> None:
     out = tmp_path / "steps"
     item = pending_item(ppx, db_url, out)  # killed while pending: the item is durable
 

@@ -10,23 +10,14 @@ import click
 import orjson
 from rich.console import Console
 
+from ._cli_options import database_option
 from ._errors import ConfigError, PolicyError, ProctorError
-from ._settings import SETTINGS
 from .policy import CompiledPolicy, compile_policy, run_tests
 from .sdk import Proctor, read_policy_source
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-_DB = next(s for s in SETTINGS if s.name == "database")
-database_option = click.option(
-    "--database",
-    "-d",
-    envvar=_DB.env,
-    default=None,
-    show_envvar=True,
-    help=f"{_DB.help} Default: {_DB.default}",
-)
 policy_file = click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
 
 
@@ -178,6 +169,39 @@ def bench_verify(records: int, database: str | None, as_json: bool) -> None:
     from .bench import bench_verify as run
 
     _print_json(run(records=records, database=database))
+
+
+@bench.command("review")
+@click.option("--database", "-d", default=None, help="Database URL (default: a fresh SQLite file).")
+@click.option(
+    "--rounds",
+    type=click.IntRange(min=10),
+    default=200,
+    show_default=True,
+    help="Approvals timed from the reviewer's return to the agent's tool body.",
+)
+@click.option(
+    "--items",
+    type=click.IntRange(min=10),
+    default=1000,
+    show_default=True,
+    help="Items decided at each reviewer concurrency (1, 4, 16).",
+)
+@json_flag
+def bench_review(database: str | None, rounds: int, items: int, as_json: bool) -> None:
+    """Wake-up latency across processes and reviewer decisions per second."""
+    from .bench_review import bench_review as run
+
+    _print_json(run(database=database, rounds=rounds, items=items))
+
+
+def _add_queue() -> None:
+    from .cli_queue import queue
+
+    cli.add_command(queue)
+
+
+_add_queue()
 
 
 def main() -> None:

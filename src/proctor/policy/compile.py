@@ -104,8 +104,12 @@ class CompiledPolicy:
 
 
 def canonical_form(doc: PolicyDocument) -> bytes:
-    """Key-sorted compact JSON of the validated document: formatting and comments drop out."""
-    return orjson.dumps(doc.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+    """Key-sorted compact JSON of the validated document, without values equal to their
+    defaults: formatting, comments and spelled-out defaults drop out, and a later release
+    that adds an optional key does not change the version of an existing policy."""
+    return orjson.dumps(
+        doc.model_dump(mode="json", exclude_defaults=True), option=orjson.OPT_SORT_KEYS
+    )
 
 
 def policy_version(doc: PolicyDocument) -> str:
