@@ -155,6 +155,25 @@ def test_blocked_call_returns_the_result_once_approved(rpx: Proctor) -> None:
     assert len(effects.calls) == 1
 
 
+def test_async_tool_waits_for_approval_and_edits(rpx: Proctor) -> None:
+    import asyncio
+
+    effects = Effects()
+
+    @rpx.tool(agent="bot")
+    async def refund(order_id: str, amount: float) -> str:
+        await asyncio.sleep(0)
+        effects.add("refund", (order_id, amount))
+        return f"async refunded {amount}"
+
+    call = in_thread(lambda: asyncio.run(refund("A-11", 500.0)))
+    item = first_pending(rpx)
+    rpx.reviews.edit(item.id, by="ana", args={"amount": 120.0})
+    assert call.result(timeout=10) == "async refunded 120.0"
+    assert effects.calls == [("refund", ("A-11", 120.0))]
+    assert rpx.resume(item.id) == "async refunded 120.0"
+
+
 def test_reject_reaches_the_agent_with_the_reason(rpx: Proctor) -> None:
     effects = Effects()
     t = tools(rpx, effects)

@@ -23,7 +23,14 @@ from ._errors import (
 from .audit.chain import canonical
 from .gate import Verdict
 from .policy import Action, Decision
-from .review.items import ReviewItem, get_item, status_of, wait_for_answer, wait_while
+from .review.items import (
+    RECHECK_SECONDS,
+    ReviewItem,
+    get_item,
+    status_of,
+    wait_for_answer,
+    wait_while,
+)
 from .review.params import describe
 from .runs import Run, current_run
 
@@ -310,8 +317,9 @@ def claim_grant(px: Proctor, item_id: str, original_digest: str | None) -> Grant
         if claim.state == "claimed":
             item = get_item(px.store, item_id)
             return Granted(item, item.edited_args)
-        if claim.state == "busy":  # another process is running it: wait for its outcome
-            wait_while(px.store, item_id, frozenset({"executing"}), 24 * 3600)
+        if claim.state == "busy":  # another process is running it: wait for its outcome,
+            # claiming again every few seconds, which notices if that process died
+            wait_while(px.store, item_id, frozenset({"executing"}), RECHECK_SECONDS)
             continue
         if claim.state == "done":
             return None
