@@ -453,8 +453,6 @@ class Gate:
                 canonical(action.args).decode() if stored.exact else None,
             ),
         )
-        if run is not None and kind in ("approval", "choice") and decision.hold_run:
-            run.holding.add(item_id)
         return item_id
 
     # -- runs --------------------------------------------------------------------------

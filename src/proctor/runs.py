@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from .gate import Gate
+    from .backend import Backend
 
 _current: ContextVar[Run | None] = ContextVar("proctor_run", default=None)
 
@@ -27,7 +27,7 @@ class Run:
 
     agent: str
     context: dict[str, Any]
-    gate: Gate
+    backend: Backend
     parent: Run | None = None
     id: str = field(default_factory=lambda: os.urandom(16).hex())
     trace_id: str = ""
@@ -68,4 +68,4 @@ class Run:
             _current.reset(self._token)
             self._token = None
         if self.started:
-            self.gate.end_run(self, error=exc)
+            self.backend.end_run(self, exc)

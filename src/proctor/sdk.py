@@ -1,26 +1,22 @@
-"""``Proctor``: the one way in for agent code, embedded on a database URL."""
+"""``Proctor``: the one way in for agent code, embedded on a database or remote on a server."""
 
 from __future__ import annotations
 
 import asyncio
 import builtins
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
-import sqlalchemy as sa
-
 from ._errors import ConfigError, Denied, InvalidRequest, PolicyError
 from ._settings import int_setting, setting
+from .backend import Backend, LocalBackend
 from .gate import Gate
-from .policy import Action, CompiledPolicy, compile_policy, run_tests
-from .review.items import ReviewItem, get_item, list_items
-from .review.service import ReviewService
+from .policy import Action, CompiledPolicy
+from .review.items import ReviewItem
 from .runs import Run, current_run
 from .store import Store
-from .store.tables import policies, state
 from .tools import (
     UNSET,
     ToolSpec,
@@ -64,103 +60,62 @@ class PolicyAPI:
     ) -> str:
         """Validate, run the policy's tests, store it and make it active; returns the version."""
         text, source = read_policy_source(path_or_text)
-        policy = compile_policy(text, source)
-        failed = [r for r in run_tests(policy) if not r.passed]
-        if failed:
-            first = failed[0]
-            raise PolicyError(
-                f"policy test {first.index + 1} ({first.name}) fails: {first.message}",
-                source=source,
-                line=0,
-                column=0,
-            )
-        store = self._px.store
-        with store.write() as tx:
-            exists = tx.sql(
-                "SELECT 1 FROM proctor_policies WHERE version = ?", (policy.version,)
-            ).fetchone()
-            if not exists:
-                tx.sql(
-                    "INSERT INTO proctor_policies"
-                    " (version, name, text, created_at, author, message)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (policy.version, policy.name, text, time.time(), author, message),
-                )
-            tx.append(
-                "policy.apply",
-                {
-                    "version": policy.version,
-                    "name": policy.name,
-                    "previous": tx.policy_version,
-                    "author": author,
-                    "message": message,
-                },
-            )
-            tx.set_policy_version(policy.version)
-        return policy.version
+        return self._px.backend.apply_policy(text, source, author, message)
 
     def active(self) -> CompiledPolicy | None:
         """The compiled active policy, or None when none was applied."""
-        with self._px.store.read() as conn:
-            row = conn.execute(
-                sa.select(policies.c.text, policies.c.version).join(
-                    state, state.c.policy_version == policies.c.version
-                )
-            ).first()
-        return compile_policy(row[0], f"policy {row[1][:12]}") if row else None
+        return self._px.backend.active_policy()
 
 
 class ReviewsAPI:
     """``px.reviews``: the review queues and the decisions reviewers make in them.
 
-    ``by`` names the reviewer. In embedded mode it is taken as given; the server sets it
-    from the authenticated token, never from a request body.
+    ``by`` names the reviewer. Embedded, it is taken as given; against a server the
+    reviewer is whoever the token belongs to, and ``by`` is ignored.
     """
 
     def __init__(self, px: Proctor) -> None:
         self._px = px
-        self.service = ReviewService(px.gate)
 
-    def list(
+    def list(  # the contract names it px.reviews.list
         self, status: str | None = "pending", queue: str | None = None
     ) -> builtins.list[ReviewItem]:
         """Items, most severe first (risk, SLA pressure, business impact)."""
-        return list_items(self._px.store, status=status, queue=queue)
+        return self._px.backend.items(status, queue)
 
     def get(self, item_id: str) -> ReviewItem:
-        return get_item(self._px.store, item_id)
+        return self._px.backend.item(item_id)
 
-    def approve(self, item_id: str, *, by: str, note: str | None = None) -> ReviewItem:
+    def approve(self, item_id: str, *, by: str = "", note: str | None = None) -> ReviewItem:
         """Approve (one vote toward the queue's quorum); the agent's action may then run once."""
-        self.service.approve(item_id, by, note)
-        return self.get(item_id)
+        return self._px.backend.review("approve", item_id, by, note=note)
 
-    def reject(self, item_id: str, *, by: str, reason: str) -> ReviewItem:
+    def reject(self, item_id: str, *, by: str = "", reason: str) -> ReviewItem:
         """Refuse; the waiting agent gets ``Rejected`` carrying ``reason``."""
-        self.service.reject(item_id, by, reason)
-        return self.get(item_id)
+        return self._px.backend.review("reject", item_id, by, reason=reason)
 
     def edit(
-        self, item_id: str, *, by: str, args: dict[str, Any], note: str | None = None
+        self, item_id: str, *, by: str = "", args: dict[str, Any], note: str | None = None
     ) -> ReviewItem:
         """Approve with changed arguments, checked against the tool's parameters and
         re-evaluated by the policy: an edit never approves what the policy denies."""
-        self.service.edit(item_id, by, args, note)
-        return self.get(item_id)
+        return self._px.backend.review("edit", item_id, by, args=args, note=note)
 
-    def escalate(self, item_id: str, *, by: str, to: str, note: str | None = None) -> ReviewItem:
+    def escalate(
+        self, item_id: str, *, by: str = "", to: str, note: str | None = None
+    ) -> ReviewItem:
         """Move a pending item to another queue, with a note for its reviewers."""
-        self.service.escalate(item_id, by, to, note)
-        return self.get(item_id)
+        return self._px.backend.review("escalate", item_id, by, to=to, note=note)
 
-    def choose(self, item_id: str, *, by: str, option: int, note: str | None = None) -> ReviewItem:
+    def choose(
+        self, item_id: str, *, by: str = "", option: int, note: str | None = None
+    ) -> ReviewItem:
         """Pick option ``option`` (0-based) of a choice item."""
-        self.service.choose(item_id, by, option, note)
-        return self.get(item_id)
+        return self._px.backend.review("choose", item_id, by, option=option, note=note)
 
     def sweep(self) -> builtins.list[str]:
         """Apply review timeouts (expire or escalate) and flag runs whose runner died."""
-        return self.service.sweep()
+        return self._px.backend.sweep()
 
 
 @dataclass(frozen=True)
@@ -185,19 +140,48 @@ class Proctor:
         self,
         database: str | None = None,
         *,
+        url: str | None = None,
+        token: str | None = None,
+        timeout: float = 10.0,
         durability: str | None = None,
         max_args_bytes: int = 1 << 20,
     ) -> None:
-        self.database = database or setting("database")
-        self.store = Store(
-            self.database,
-            durability=durability or setting("durability"),
-            busy_timeout_ms=int_setting("busy_timeout_ms"),
-        )
-        self.gate = Gate(self.store, max_args_bytes=max_args_bytes)
+        self.backend: Backend
+        if url is not None:
+            if database is not None:
+                raise ConfigError("give database= (embedded) or url= (a server), not both")
+            from .client import RemoteBackend
+
+            self.url: str | None = url
+            self.database: str | None = None
+            self.backend = RemoteBackend(url, token=token, timeout=timeout)
+        else:
+            self.url = None
+            self.database = database or setting("database")
+            store = Store(
+                self.database,
+                durability=durability or setting("durability"),
+                busy_timeout_ms=int_setting("busy_timeout_ms"),
+            )
+            self.backend = LocalBackend(store, max_args_bytes=max_args_bytes)
         self.policy = PolicyAPI(self)
         self.reviews = ReviewsAPI(self)
         self._tools: dict[tuple[str | None, str], ToolSpec] = {}
+
+    @property
+    def local(self) -> LocalBackend:
+        """The embedded backend (its store and gate); an error in remote mode."""
+        if not isinstance(self.backend, LocalBackend):
+            raise ConfigError("this Proctor talks to a server; it has no local store")
+        return self.backend
+
+    @property
+    def store(self) -> Store:
+        return self.local.store
+
+    @property
+    def gate(self) -> Gate:
+        return self.local.gate
 
     def register(self, spec: ToolSpec) -> None:
         """Make a tool resumable by name from this process (``@px.tool`` does this)."""
@@ -214,7 +198,7 @@ class Proctor:
 
     def recorded_result(self, item_id: str) -> Any:
         """The recorded result of an approved action that already ran (as stored JSON)."""
-        return self.reviews.get(item_id).result
+        return self.backend.item(item_id).result
 
     def resume(self, item_id: str, *, args: dict[str, Any] | None = None) -> Any:
         """Run an approved action and return its result; once, however often it is called.
@@ -281,11 +265,13 @@ class Proctor:
             offered.append(
                 (action, {"probability": option.probability, "risks": list(option.risks)})
             )
-        verdict = self.gate.open_choice(offered[0][0].agent, offered, run, queue, reason)
+        verdict = self.backend.open_choice(offered[0][0].agent, offered, run, queue, reason)
         if verdict.decision.decision == "deny":
             raise Denied(
                 verdict.decision.reason, rule_ids=verdict.decision.rule_ids, decision_id=verdict.id
             )
+        if run is not None and verdict.item_id:
+            run.holding.add(verdict.item_id)  # a pending choice holds its run
         waiting = replace(specs[0], wait=None if wait is UNSET else wait)
         item = answer(self, waiting, verdict, run)
         return self._resume(item.id, None, run)
@@ -339,23 +325,10 @@ class Proctor:
         name = agent or (parent.agent if parent is not None else None)
         if name is None:
             raise ConfigError("px.run() needs agent= (or an enclosing run to inherit it from)")
-        return Run(agent=name, context=context, gate=self.gate, parent=parent)
-
-    def expire_item(self, item_id: str) -> bool:
-        """Mark a pending item expired (its review timeout passed). True if this call did it."""
-        with self.store.write() as tx:
-            cur = tx.sql(
-                "UPDATE proctor_review_items SET status = 'expired', updated_at = ?"
-                " WHERE id = ? AND status = 'pending'",
-                (time.time(), item_id),
-            )
-            if cur.rowcount != 1:
-                return False
-            tx.append("review.expire", {"item_id": item_id})
-        return True
+        return Run(agent=name, context=context, backend=self.backend, parent=parent)
 
     def close(self) -> None:
-        self.store.close()
+        self.backend.close()
 
     def __enter__(self) -> Proctor:
         return self

@@ -23,14 +23,7 @@ from ._errors import (
 from .audit.chain import canonical
 from .gate import Verdict
 from .policy import Action, Decision
-from .review.items import (
-    RECHECK_SECONDS,
-    ReviewItem,
-    get_item,
-    status_of,
-    wait_for_answer,
-    wait_while,
-)
+from .review.items import RECHECK_SECONDS, ReviewItem
 from .review.params import describe
 from .runs import Run, current_run
 
@@ -168,7 +161,8 @@ def wrap(px: Proctor, spec: ToolSpec) -> Callable[..., Any]:
         async def async_tool(*args: Any, **kwargs: Any) -> Any:
             action, run = spec.action(args, kwargs)
             await asyncio.to_thread(_hold, px, spec, action, run)
-            verdict = px.gate.decide(action, run, spec.params)
+            verdict = px.backend.decide(action, run, spec.params)
+            _note_hold(verdict, run)
             _raise_if_denied(verdict)
             if verdict.decision.decision == "review":
                 item = await asyncio.to_thread(answer, px, spec, verdict, run)
@@ -187,7 +181,8 @@ def wrap(px: Proctor, spec: ToolSpec) -> Callable[..., Any]:
     def tool(*args: Any, **kwargs: Any) -> Any:
         action, run = spec.action(args, kwargs)
         _hold(px, spec, action, run)
-        verdict = px.gate.decide(action, run, spec.params)
+        verdict = px.backend.decide(action, run, spec.params)
+        _note_hold(verdict, run)
         _raise_if_denied(verdict)
         if verdict.decision.decision == "review":
             item = answer(px, spec, verdict, run)
@@ -200,6 +195,12 @@ def wrap(px: Proctor, spec: ToolSpec) -> Callable[..., Any]:
     tool.__proctor_tool__ = spec  # type: ignore[attr-defined]
     px.register(spec)
     return tool
+
+
+def _note_hold(verdict: Verdict, run: Run | None) -> None:
+    """A pending approval holds the rest of its run unless its rule says ``hold_run: false``."""
+    if run is not None and verdict.item_id and verdict.decision.hold_run:
+        run.holding.add(verdict.item_id)
 
 
 def _raise_if_denied(verdict: Verdict) -> None:
@@ -229,22 +230,22 @@ def _hold(px: Proctor, spec: ToolSpec, action: Action, run: Run | None) -> None:
     if run is None or not run.holding:
         return
     for item_id in sorted(run.holding):
-        status = status_of(px.store, item_id)
+        status = px.backend.status(item_id)
         if status == "pending" and spec.wait != 0:
             budget = spec.wait if spec.wait is not None else _seconds_left(px, item_id)
-            status = wait_for_answer(px.store, item_id, budget)
+            status = px.backend.wait_while(item_id, ("pending",), budget)
         if status == "pending":
             reason = (
                 f"run {run.id} is held: review item {item_id} awaits a human"
                 " (the policy does not let this run go on in parallel)"
             )
-            verdict = px.gate.record_refusal(action, run, reason, RUN_HELD)
+            verdict = px.backend.record_refusal(action, run, reason, RUN_HELD)
             raise Denied(reason, rule_ids=(RUN_HELD,), decision_id=verdict.id)
         run.holding.discard(item_id)
 
 
 def _seconds_left(px: Proctor, item_id: str) -> float:
-    item = get_item(px.store, item_id)
+    item = px.backend.item(item_id)
     return max(0.0, (item.expires_at or time.time() + 3600) - time.time())
 
 
@@ -261,21 +262,21 @@ def answer(px: Proctor, spec: ToolSpec, verdict: Verdict, run: Run | None) -> Re
         raise _pending(item_id, f"waiting for a human in queue '{d.queue}': {d.reason}", verdict)
     give_up = time.monotonic() + spec.wait if spec.wait is not None else None
     while True:
-        item = get_item(px.store, item_id)
+        item = px.backend.item(item_id)
         expires = item.expires_at if item.expires_at is not None else time.time() + 3600
         until_expiry = expires - time.time()
         budget = until_expiry if give_up is None else min(until_expiry, give_up - time.monotonic())
-        status = wait_for_answer(px.store, item_id, max(budget, 0.0))
+        status = px.backend.wait_while(item_id, ("pending",), max(budget, 0.0))
         if status == "pending" and time.time() >= expires:
-            px.reviews.service.sweep(item_id=item_id)  # expire, or escalate to the next queue
-            status = status_of(px.store, item_id)
+            px.backend.sweep_item(item_id)  # expire, or escalate to the next queue
+            status = px.backend.status(item_id)
             if status == "pending" and (give_up is None or time.monotonic() < give_up):
                 continue  # escalated: keep waiting on the next queue
         if status == "pending":
             raise _pending(item_id, f"no reviewer has decided yet (item {item_id})", verdict)
         if run is not None:
             run.holding.discard(item_id)
-        item = get_item(px.store, item_id)
+        item = px.backend.item(item_id)
         return _settled(item, verdict)
 
 
@@ -311,33 +312,33 @@ class Granted:
 
 def claim_grant(px: Proctor, item_id: str, original_digest: str | None) -> Granted | None:
     """Claim the right to run; None when it already ran (its recorded result stands)."""
-    service = px.reviews.service
+    backend = px.backend
     while True:
-        claim = service.claim(item_id, original_digest)
-        if claim.state == "claimed":
-            item = get_item(px.store, item_id)
+        state = backend.claim(item_id, original_digest)
+        if state == "claimed":
+            item = backend.item(item_id)
             return Granted(item, item.edited_args)
-        if claim.state == "busy":  # another process is running it: wait for its outcome,
+        if state == "busy":  # another process is running it: wait for its outcome,
             # claiming again every few seconds, which notices if that process died
-            wait_while(px.store, item_id, frozenset({"executing"}), RECHECK_SECONDS)
+            backend.wait_while(item_id, ("executing",), RECHECK_SECONDS)
             continue
-        if claim.state == "done":
+        if state == "done":
             return None
-        item = get_item(px.store, item_id)
-        if claim.state == "failed":
+        item = backend.item(item_id)
+        if state == "failed":
             error_type = (item.result_error or "Error").split(":", 1)[0]
             raise ToolFailed(
                 f"the approved action ran and failed: {item.result_error}",
                 error_type=error_type,
                 item_id=item_id,
             )
-        if claim.state == "in_doubt":
+        if state == "in_doubt":
             raise InDoubt(
                 f"item {item_id} was claimed by a process that died before recording the"
                 " outcome; it may or may not have run. A human must approve it again or reject it.",
                 item_id=item_id,
             )
-        if claim.state == "pending":
+        if state == "pending":
             raise _pending(item_id, f"item {item_id} has not been approved yet")
         _settled(item)
         raise Denied(f"item {item_id} cannot run: it is {item.status}")
@@ -406,15 +407,14 @@ def _finish(
     error: BaseException | None,
     start: float,
 ) -> None:
-    service = px.reviews.service
-    px.gate.record_outcome(
+    px.backend.record_outcome(
         _grant_verdict(item),
         action,
         run,
         error=error,
         duration=time.perf_counter() - start,
         item_id=item.id,
-        in_tx=lambda tx: service.finish(tx, item.id, result, error),
+        result=result,
     )
 
 
@@ -462,7 +462,7 @@ def execute(
     try:
         result = spec.fn(*args, **kwargs)
     except Exception as exc:
-        px.gate.record_outcome(
+        px.backend.record_outcome(
             verdict,
             action,
             run,
@@ -471,7 +471,9 @@ def execute(
             params=spec.params,
         )
         raise
-    px.gate.record_outcome(verdict, action, run, error=None, duration=time.perf_counter() - start)
+    px.backend.record_outcome(
+        verdict, action, run, error=None, duration=time.perf_counter() - start
+    )
     return result
 
 
@@ -488,7 +490,7 @@ async def execute_async(
     try:
         result = await spec.fn(*args, **kwargs)
     except (Exception, asyncio.CancelledError) as exc:
-        px.gate.record_outcome(
+        px.backend.record_outcome(
             verdict,
             action,
             run,
@@ -497,5 +499,7 @@ async def execute_async(
             params=spec.params,
         )
         raise
-    px.gate.record_outcome(verdict, action, run, error=None, duration=time.perf_counter() - start)
+    px.backend.record_outcome(
+        verdict, action, run, error=None, duration=time.perf_counter() - start
+    )
     return result
