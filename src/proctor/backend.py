@@ -60,7 +60,7 @@ class Backend(Protocol):
 
     def end_run(self, run: Run, error: BaseException | None) -> None: ...
 
-    def claim(self, item_id: str, original_digest: str | None) -> str: ...
+    def claim(self, item_id: str, original_digest: str | None, owner: str | None = None) -> str: ...
 
     def sweep_item(self, item_id: str) -> None: ...
 
@@ -144,8 +144,8 @@ class LocalBackend:
     def end_run(self, run: Run, error: BaseException | None) -> None:
         self.gate.end_run(run, error)
 
-    def claim(self, item_id: str, original_digest: str | None) -> str:
-        return self.service.claim(item_id, original_digest).state
+    def claim(self, item_id: str, original_digest: str | None, owner: str | None = None) -> str:
+        return self.service.claim(item_id, original_digest, owner).state
 
     def sweep_item(self, item_id: str) -> None:
         self.service.sweep(item_id=item_id)

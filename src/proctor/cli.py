@@ -197,8 +197,11 @@ def bench_review(database: str | None, rounds: int, items: int, as_json: bool) -
 
 def _add_queue() -> None:
     from .cli_queue import queue
+    from .cli_server import serve, token
 
     cli.add_command(queue)
+    cli.add_command(serve)
+    cli.add_command(token)
 
 
 _add_queue()

@@ -27,6 +27,7 @@ from .store import Store, WriteTx
 
 NO_POLICY = "no-policy"
 STORE_UNAVAILABLE = "store-unavailable"
+SERVER_UNREACHABLE = "server-unreachable"
 PAYLOAD_TOO_LARGE = "payload-too-large"
 DEFAULT_REVIEW_TIMEOUT = 4 * 3600.0
 
@@ -101,6 +102,15 @@ class Gate:
             run.actions += 1
             run.remember(action.tool, verdict.decision.decision, verdict.id)
         return verdict
+
+    def decide_in(
+        self, tx: WriteTx, action: Action, run: Run | None, params: dict[str, Any] | None
+    ) -> Verdict:
+        """``decide`` inside a transaction the caller holds (the server stores an
+        idempotency key in the same one)."""
+        args_bytes = canonical(action.args)
+        digest = hashlib.sha256(args_bytes).hexdigest()
+        return self._decide_in(tx, action, run, digest, len(args_bytes), params)
 
     def _decide_in(
         self,
@@ -378,7 +388,7 @@ class Gate:
                 **_run_fields(run),
             }
             if error is not None:
-                body["error_type"] = type(error).__name__
+                body["error_type"] = error_type(error)
                 body["error"] = _error_text(error)
             if opened or item_id:
                 body["review_item"] = opened or item_id
@@ -477,7 +487,7 @@ class Gate:
                 "run.end",
                 {
                     "status": "completed" if error is None else "failed",
-                    "error_type": type(error).__name__ if error is not None else None,
+                    "error_type": error_type(error) if error is not None else None,
                     "actions": run.actions,
                     **_run_fields(run),
                 },
@@ -503,6 +513,18 @@ def _run_fields(run: Run | None) -> dict[str, Any]:
         "trace_id": run.trace_id,
         "parent_run_id": run.parent.id if run.parent else None,
     }
+
+
+class ReportedError(Exception):
+    """A tool failure reported by a remote agent: its type name and message, no object."""
+
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+
+
+def error_type(error: BaseException) -> str:
+    return error.error_type if isinstance(error, ReportedError) else type(error).__name__
 
 
 def _error_text(error: BaseException) -> str:

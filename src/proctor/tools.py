@@ -25,6 +25,7 @@ from .gate import Verdict
 from .policy import Action, Decision
 from .review.items import RECHECK_SECONDS, ReviewItem
 from .review.params import describe
+from .review.service import owner_id
 from .runs import Run, current_run
 
 if TYPE_CHECKING:
@@ -313,8 +314,9 @@ class Granted:
 def claim_grant(px: Proctor, item_id: str, original_digest: str | None) -> Granted | None:
     """Claim the right to run; None when it already ran (its recorded result stands)."""
     backend = px.backend
+    owner = owner_id()
     while True:
-        state = backend.claim(item_id, original_digest)
+        state = backend.claim(item_id, original_digest, owner)
         if state == "claimed":
             item = backend.item(item_id)
             return Granted(item, item.edited_args)

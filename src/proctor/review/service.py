@@ -34,8 +34,13 @@ SYSTEM = "proctor"
 
 
 def owner_id() -> str:
-    """host:pid:start-time of this process, so a later reader can tell if it died."""
-    return f"{socket.gethostname()}:{os.getpid()}:{_start_ticks(os.getpid())}"
+    """host:pid:start-time:nonce of one claim attempt in this process.
+
+    The first three let a later reader tell whether the runner died; the nonce makes two
+    claims from one process distinct, and lets a retried request recognise its own claim.
+    """
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_start_ticks(pid)}:{os.urandom(4).hex()}"
 
 
 def _start_ticks(pid: int) -> str:
@@ -51,7 +56,8 @@ def owner_alive(owner: str | None) -> bool:
     if not owner:
         return False
     host, _, rest = owner.partition(":")
-    pid_text, _, ticks = rest.partition(":")
+    pid_text, _, rest = rest.partition(":")
+    ticks = rest.partition(":")[0]
     if host != socket.gethostname() or not pid_text.isdigit():
         return True  # another host: cannot tell, so do not guess
     pid = int(pid_text)
@@ -354,11 +360,18 @@ class ReviewService:
 
     # -- grants ------------------------------------------------------------------------
 
-    def claim(self, item_id: str, original_digest: str | None) -> Claim:
-        """Atomically take the right to run an approved action, or learn why not."""
+    def claim(self, item_id: str, original_digest: str | None, owner: str | None = None) -> Claim:
+        """Atomically take the right to run an approved action, or learn why not.
+
+        ``owner`` identifies the claiming attempt (see ``owner_id``); the same owner asking
+        again (a retried request) gets its claim back instead of waiting on itself.
+        """
+        owner = owner or owner_id()
         with self.store.write() as tx:
             item = load(tx, item_id)
             status = item["status"]
+            if status == "executing" and item["claim_owner"] == owner:
+                return Claim("claimed", item)
             if status == "executing" and not owner_alive(item["claim_owner"]):
                 self._update(tx, item_id, status="in_doubt")
                 self._log(tx, "grant.in_doubt", item, owner=item["claim_owner"])
@@ -377,7 +390,6 @@ class ReviewService:
                 and (original_digest != item["args_digest"])
             ):
                 raise Forbidden("these arguments are not the ones that were approved")
-            owner = owner_id()
             self._update(tx, item_id, status="executing", claim_owner=owner, claimed_at=time.time())
             self._log(tx, "grant.claim", item, owner=owner, grant_digest=item["grant_digest"])
             item["status"] = "executing"
@@ -394,7 +406,6 @@ class ReviewService:
             )
             self._update(tx, item_id, status="done", result=text)
         else:
-            self._update(
-                tx, item_id, status="failed", result_error=f"{type(error).__name__}: {error}"[:1000]
-            )
+            kind = getattr(error, "error_type", None) or type(error).__name__  # remote reports
+            self._update(tx, item_id, status="failed", result_error=f"{kind}: {error}"[:1000])
         tx.wake(item_id)

@@ -32,7 +32,7 @@ class WakeHub:
         self.dialect = dialect
         self.directory = Path(sqlite_path + ".wake") if sqlite_path else None
         self.pg_conninfo = pg_conninfo
-        self._waiters: dict[str, set[threading.Event]] = {}
+        self._waiters: dict[str, set[Any]] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
@@ -43,14 +43,16 @@ class WakeHub:
 
     # -- waiting side ------------------------------------------------------------------
 
-    def subscribe(self, item_id: str) -> threading.Event:
+    def subscribe(self, item_id: str, event: Any = None) -> Any:
+        """Register ``event`` (anything with a thread-safe ``set()``; default a new
+        ``threading.Event``) to be set when ``item_id`` changes."""
         self._ensure_listening()
-        event = threading.Event()
+        event = threading.Event() if event is None else event
         with self._lock:
             self._waiters.setdefault(item_id, set()).add(event)
         return event
 
-    def unsubscribe(self, item_id: str, event: threading.Event) -> None:
+    def unsubscribe(self, item_id: str, event: Any) -> None:
         with self._lock:
             events = self._waiters.get(item_id)
             if events is not None:

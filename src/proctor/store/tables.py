@@ -116,3 +116,26 @@ review_votes = Table(
     Column("note", Text, nullable=True),
     Column("at", Float, nullable=False),
 )
+
+tokens = Table(
+    "proctor_tokens",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("role", String(32), nullable=False),
+    Column("queues", Text, nullable=True),  # JSON list; None: every queue
+    Column("agents", Text, nullable=True),  # JSON list; None: every agent
+    Column("secret_hash", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("created_by", String(200), nullable=True),
+    Column("revoked_at", Float, nullable=True),
+)
+
+idempotency = Table(
+    "proctor_idempotency",
+    metadata,
+    Column("principal", String(32), primary_key=True),
+    Column("key", String(128), primary_key=True),
+    Column("response", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+)

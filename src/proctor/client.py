@@ -1,0 +1,301 @@
+"""Remote mode: ``Proctor(url=..., token=...)`` sends the SDK's calls to ``proctor serve``.
+
+Every action and outcome carries an idempotency key, so a retry after a dropped connection
+is never recorded twice. Waiting for a human is a long-poll that follows the server
+through restarts. If the server cannot be reached within ``timeout``, a decision is
+refused (fail closed) with a reason that says so.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import httpx
+
+from ._errors import (
+    Conflict,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    PolicyError,
+    ProctorError,
+    StoreError,
+)
+from .audit.chain import canonical
+from .backend import _NOT_GIVEN, item_from_wire, verdict_from_wire, verdict_to_wire
+from .gate import SERVER_UNREACHABLE, Verdict, error_type
+from .policy import Action, CompiledPolicy, compile_policy
+from .policy.evaluate import refuse
+from .review.items import ReviewItem
+from .runs import Run
+
+LONG_POLL = 25.0
+_ITEM_FIELDS = frozenset(ReviewItem.__dataclass_fields__)
+_ERRORS: dict[int, type[ProctorError]] = {
+    403: Forbidden,
+    401: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    413: InvalidRequest,
+    422: InvalidRequest,
+    503: StoreError,
+}
+
+
+class ServerUnreachable(StoreError):
+    """The Proctor server did not answer in time."""
+
+
+def _run_wire(run: Run | None) -> dict[str, Any] | None:
+    if run is None:
+        return None
+    return {
+        "id": run.id,
+        "trace_id": run.trace_id,
+        "parent_id": run.parent.id if run.parent else None,
+        "agent": run.agent,
+        "context": run.context,
+        "started": run.started,
+        "history": list(run.history),
+    }
+
+
+def _action_wire(
+    action: Action, run: Run | None, params: dict[str, Any] | None = None, key: str | None = None
+) -> dict[str, Any]:
+    return {
+        "agent": action.agent,
+        "tool": action.tool,
+        "args": action.args,
+        "context": action.context,
+        "reversible": action.reversible,
+        "reads": list(action.reads),
+        "params": params,
+        "run": _run_wire(run),
+        "idempotency_key": key,
+    }
+
+
+class RemoteBackend:
+    def __init__(self, url: str, *, token: str | None, timeout: float) -> None:
+        if timeout <= 0:
+            raise InvalidRequest("timeout must be a positive number of seconds")
+        token = token or os.environ.get("PROCTOR_TOKEN")
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        headers = {"content-type": "application/json"}
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        params: dict[str, Any] | None = None,
+        retry: bool = True,
+        read_timeout: float | None = None,
+    ) -> Any:
+        """One API call; transport failures are retried (if ``retry``) until ``timeout``."""
+        deadline = time.monotonic() + self.timeout
+        delay = 0.05
+        content = canonical(body) if body is not None else None
+        timeout = httpx.Timeout(self.timeout, read=read_timeout or self.timeout)
+        while True:
+            try:
+                response = self.http.request(
+                    method, path, content=content, params=params, timeout=timeout
+                )
+            except httpx.TransportError as exc:
+                if not retry or time.monotonic() + delay > deadline:
+                    raise ServerUnreachable(
+                        f"the Proctor server at {self.url} cannot be reached: {exc}"
+                    ) from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            if response.status_code < 400:
+                return response.json()
+            self._raise(response)
+
+    def _raise(self, response: httpx.Response) -> None:
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"message": response.text[:500]}
+        message = str(body.get("message") or body.get("detail") or response.reason_phrase)
+        if response.status_code == 422 and "line" in body:
+            raise PolicyError(
+                message, source="<server>", line=int(body["line"]), column=int(body["column"])
+            )
+        kind = _ERRORS.get(response.status_code, ProctorError)
+        raise kind(f"{message} (HTTP {response.status_code})")
+
+    # -- the agent's side --------------------------------------------------------------
+
+    def decide(self, action: Action, run: Run | None, params: dict[str, Any] | None) -> Verdict:
+        body = _action_wire(action, run, params, os.urandom(16).hex())
+        try:
+            verdict = verdict_from_wire(self._call("POST", "/api/v1/actions", body))
+        except StoreError as exc:
+            return Verdict(refuse(f"failing closed: {exc}", SERVER_UNREACHABLE, None), None, None)
+        if run is not None:
+            run.started = True
+            run.actions += 1
+            run.remember(action.tool, verdict.decision.decision, verdict.id)
+        return verdict
+
+    def record_outcome(
+        self,
+        verdict: Verdict,
+        action: Action,
+        run: Run | None,
+        *,
+        error: BaseException | None,
+        duration: float,
+        params: dict[str, Any] | None = None,
+        item_id: str | None = None,
+        result: Any = _NOT_GIVEN,
+    ) -> str | None:
+        body = {
+            "verdict": verdict_to_wire(verdict),
+            "action": _action_wire(action, run, params),
+            "error_type": error_type(error) if error is not None else None,
+            "error": str(error)[:2000] if error is not None else None,
+            "duration": duration,
+            "item_id": item_id,
+            "has_result": result is not _NOT_GIVEN,
+            "result": None if result is _NOT_GIVEN else result,
+            "idempotency_key": os.urandom(16).hex(),
+        }
+        opened = self._call("POST", "/api/v1/outcomes", body).get("item_id")
+        if run is not None:
+            run.remember(action.tool, "error" if error is not None else "ok", verdict.id)
+        return str(opened) if opened else None
+
+    def record_refusal(self, action: Action, run: Run | None, reason: str, rule_id: str) -> Verdict:
+        body = {"action": _action_wire(action, run), "reason": reason, "rule_id": rule_id}
+        return verdict_from_wire(self._call("POST", "/api/v1/refusals", body))
+
+    def open_choice(
+        self,
+        agent: str,
+        offered: list[tuple[Action, dict[str, Any]]],
+        run: Run | None,
+        queue: str | None,
+        reason: str,
+    ) -> Verdict:
+        options = [
+            {
+                "tool": a.tool,
+                "args": a.args,
+                "reversible": a.reversible,
+                "reads": list(a.reads),
+                "probability": meta.get("probability"),
+                "risks": list(meta.get("risks") or []),
+            }
+            for a, meta in offered
+        ]
+        body = {
+            "agent": agent,
+            "options": options,
+            "context": offered[0][0].context,
+            "run": _run_wire(run),
+            "queue": queue,
+            "reason": reason,
+        }
+        verdict = verdict_from_wire(self._call("POST", "/api/v1/choices", body, retry=False))
+        if run is not None:
+            run.started = True
+        return verdict
+
+    def end_run(self, run: Run, error: BaseException | None) -> None:
+        body = {"run": _run_wire(run), "error_type": error_type(error) if error else None}
+        self._call("POST", f"/api/v1/runs/{run.id}/end", body)
+
+    def claim(self, item_id: str, original_digest: str | None, owner: str | None = None) -> str:
+        body = {"args_digest": original_digest, "owner": owner}
+        return str(self._call("POST", f"/api/v1/reviews/{item_id}/claim", body)["state"])
+
+    def sweep_item(self, item_id: str) -> None:
+        self._call("POST", f"/api/v1/reviews/{item_id}/timeout")
+
+    def item(self, item_id: str) -> ReviewItem:
+        data = self._call("GET", f"/api/v1/reviews/{item_id}")
+        return item_from_wire({k: v for k, v in data.items() if k in _ITEM_FIELDS})
+
+    def status(self, item_id: str) -> str:
+        return self.item(item_id).status
+
+    def wait_while(self, item_id: str, statuses: Iterable[str], timeout: float) -> str:
+        """Long-poll until the item leaves ``statuses``; rides out server restarts."""
+        wanted = ",".join(sorted(set(statuses)))
+        deadline = time.monotonic() + timeout
+        status = ""
+        while True:
+            left = deadline - time.monotonic()
+            poll = max(0.0, min(left, LONG_POLL))
+            try:
+                answer = self._call(
+                    "GET",
+                    f"/api/v1/reviews/{item_id}/wait",
+                    params={"while": wanted, "timeout": round(poll, 3)},
+                    read_timeout=poll + self.timeout,
+                )
+            except ServerUnreachable:
+                if deadline - time.monotonic() <= 0:
+                    raise
+                continue  # the server is restarting: keep waiting until our own deadline
+            status = str(answer["status"])
+            if status not in wanted.split(",") or deadline - time.monotonic() <= 0:
+                return status
+            if answer.get("reconnect"):
+                time.sleep(0.2)
+
+    # -- the reviewer's side -----------------------------------------------------------
+
+    def items(self, status: str | None, queue: str | None) -> list[ReviewItem]:
+        params = {"status": status or "all"}
+        if queue:
+            params["queue"] = queue
+        data = self._call("GET", "/api/v1/reviews", params=params)
+        return [item_from_wire({k: v for k, v in d.items() if k in _ITEM_FIELDS}) for d in data]
+
+    def review(self, verb: str, item_id: str, by: str, **fields: Any) -> ReviewItem:
+        body = {k: v for k, v in fields.items() if v is not None or k == "note"}
+        data = self._call("POST", f"/api/v1/reviews/{item_id}/{verb}", body, retry=False)
+        return item_from_wire({k: v for k, v in data.items() if k in _ITEM_FIELDS})
+
+    def sweep(self) -> list[str]:
+        return []  # the server applies review timeouts itself, every few seconds
+
+    # -- policy ------------------------------------------------------------------------
+
+    def apply_policy(self, text: str, source: str, author: str | None, message: str | None) -> str:
+        try:
+            return str(
+                self._call(
+                    "POST", "/api/v1/policies", {"text": text, "message": message}, retry=False
+                )["version"]
+            )
+        except PolicyError as exc:
+            raise PolicyError(
+                exc.message, source=source, line=exc.line, column=exc.column
+            ) from None
+
+    def active_policy(self) -> CompiledPolicy | None:
+        try:
+            data = self._call("GET", "/api/v1/policies/active")
+        except NotFound:
+            return None
+        return compile_policy(data["text"], f"policy {data['version'][:12]}")
+
+    def close(self) -> None:
+        self.http.close()

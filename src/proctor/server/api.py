@@ -1,0 +1,549 @@
+"""/api/v1: agents' actions and outcomes, review items and decisions, policies, audit, tokens.
+
+Who may do what (the token's role; reviewers and SMEs only in their queues, agents only
+as their agents):
+
+| endpoints                         | roles                                            |
+| --------------------------------- | ------------------------------------------------ |
+| actions, outcomes, runs, claims   | agent (its agents), admin                        |
+| reviews: list, get, wait          | everyone who can see the item                    |
+| reviews: approve, reject, edit,   | reviewer and sme (their queues), admin           |
+|   escalate, choose                |                                                  |
+| policies: apply                   | policy_author, admin                             |
+| policies, agents, decisions: read | admin, policy_author, viewer, reviewer, sme      |
+| audit: verify, export             | admin, policy_author, viewer                     |
+| tokens                            | admin                                            |
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+import orjson
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+
+from .._errors import Forbidden, NotFound
+from ..audit.export import iter_records
+from ..audit.verify import verify
+from ..backend import LocalBackend, item_to_wire, verdict_from_wire, verdict_to_wire
+from ..gate import ReportedError, Verdict
+from ..policy import Action
+from ..review.items import ANSWERED, RECHECK_SECONDS, STATUSES, ReviewItem, status_of
+from ..runs import Run
+from ..sdk import Proctor
+from ..store.tables import audit_log, policies, state
+from .app import ORJSONResponse, Unauthorized
+from .auth import Principal, create_token, list_tokens, revoke_token
+from .schemas import (
+    ActionIn,
+    ChoiceIn,
+    ChooseIn,
+    ClaimIn,
+    EditIn,
+    EscalateIn,
+    NoteIn,
+    OutcomeIn,
+    PolicyIn,
+    RefusalIn,
+    RejectIn,
+    RunEndIn,
+    RunIn,
+    TokenIn,
+)
+
+router = APIRouter(prefix="/api/v1")
+READERS = ("admin", "policy_author", "viewer", "reviewer", "sme")
+
+
+def _px(request: Request) -> Proctor:
+    px: Proctor = request.app.state.px
+    return px
+
+
+def principal(request: Request) -> Principal:
+    """The caller, from ``Authorization: Bearer <token>``; never from the body."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("an API token is required: Authorization: Bearer <token>")
+    who: Principal | None = request.app.state.verifier.verify(token.strip())
+    if who is None:
+        raise Unauthorized("the API token is unknown or revoked")
+    request.state.principal = who
+    return who
+
+
+Who = Annotated[Principal, Depends(principal)]
+
+
+def need(who: Principal, *roles: str) -> None:
+    if who.role not in roles:
+        raise Forbidden(f"role '{who.role}' may not do this (needs one of: {', '.join(roles)})")
+
+
+def _acts_as(who: Principal, agent: str) -> None:
+    need(who, "agent", "admin")
+    if not who.acts_as(agent):
+        raise Forbidden(f"token '{who.name}' may not act as agent '{agent}'")
+
+
+def _local(px: Proctor) -> LocalBackend:
+    return px.local
+
+
+def _run(data: RunIn | None, px: Proctor) -> Run | None:
+    """The agent's run as the core needs it (history and holds stay with the agent)."""
+    if data is None:
+        return None
+    parent = None
+    if data.parent_id:
+        parent = Run(
+            agent=data.agent,
+            context={},
+            backend=px.backend,
+            id=data.parent_id,
+            trace_id=data.trace_id,
+        )
+    run = Run(
+        agent=data.agent,
+        context=dict(data.context),
+        backend=px.backend,
+        parent=parent,
+        id=data.id,
+        trace_id=data.trace_id,
+        started=data.started,
+    )
+    run.context = dict(data.context)  # as the agent sent it, already merged with its parents
+    run.history.extend(data.history)
+    return run
+
+
+def _action(data: ActionIn) -> Action:
+    return Action(
+        data.agent, data.tool, data.args, data.context, data.reversible, tuple(data.reads)
+    )
+
+
+def _item(px: Proctor, who: Principal, item_id: str) -> ReviewItem:
+    item = px.backend.item(item_id)
+    if not who.sees_item(item.queue, item.agent):
+        raise NotFound(f"no review item {item_id!r}")  # do not confirm it exists
+    return item
+
+
+# -- the agent's side ------------------------------------------------------------------------
+
+
+@router.post("/actions", tags=["agents"])
+def create_action(body: ActionIn, who: Who, request: Request) -> Any:
+    """Evaluate an action under the active policy and record the decision.
+
+    With ``idempotency_key`` a retry returns the first answer instead of deciding again.
+    """
+    _acts_as(who, body.agent)
+    px = _px(request)
+    local = _local(px)
+    run = _run(body.run, px)
+    with local.store.write() as tx:
+        if body.idempotency_key:
+            seen = tx.sql(
+                "SELECT response FROM proctor_idempotency WHERE principal = ? AND key = ?",
+                (who.token_id, body.idempotency_key),
+            ).fetchone()
+            if seen is not None:
+                return orjson.loads(seen[0])
+        verdict = local.gate.decide_in(tx, _action(body), run, body.params)
+        wire = verdict_to_wire(verdict)
+        if body.idempotency_key:
+            tx.sql(
+                "INSERT INTO proctor_idempotency (principal, key, response, created_at)"
+                " VALUES (?, ?, ?, ?)",
+                (who.token_id, body.idempotency_key, orjson.dumps(wire).decode(), time.time()),
+            )
+    return wire
+
+
+class _Replay(Exception):
+    def __init__(self, response: str) -> None:
+        self.response = response
+
+
+@router.post("/outcomes", tags=["agents"])
+def create_outcome(body: OutcomeIn, who: Who, request: Request) -> Any:
+    """Record how a tool call ended (and, for an approved item, finish its grant)."""
+    _acts_as(who, body.action.agent)
+    px = _px(request)
+    local = _local(px)
+    verdict: Verdict = verdict_from_wire(body.verdict.model_dump())
+    error = ReportedError(body.error_type, body.error or "") if body.error_type else None
+    key = body.idempotency_key
+
+    def in_tx(tx: Any) -> None:
+        if key:
+            seen = tx.sql(
+                "SELECT response FROM proctor_idempotency WHERE principal = ? AND key = ?",
+                (who.token_id, key),
+            ).fetchone()
+            if seen is not None:
+                raise _Replay(seen[0])
+            tx.sql(
+                "INSERT INTO proctor_idempotency (principal, key, response, created_at)"
+                " VALUES (?, ?, ?, ?)",
+                (who.token_id, key, "{}", time.time()),
+            )
+        if body.item_id and body.has_result:
+            local.service.finish(tx, body.item_id, body.result, error)
+
+    try:
+        opened = local.gate.record_outcome(
+            verdict,
+            _action(body.action),
+            _run(body.action.run, px),
+            error=error,
+            duration=body.duration,
+            params=body.action.params,
+            item_id=body.item_id,
+            in_tx=in_tx,
+        )
+    except _Replay as replay:
+        return orjson.loads(replay.response) or {"item_id": None, "replayed": True}
+    return {"item_id": opened}
+
+
+@router.post("/refusals", tags=["agents"])
+def create_refusal(body: RefusalIn, who: Who, request: Request) -> Any:
+    """Log an action the agent's SDK refused before asking (a held run)."""
+    _acts_as(who, body.action.agent)
+    px = _px(request)
+    verdict = _local(px).gate.record_refusal(
+        _action(body.action), _run(body.action.run, px), body.reason, body.rule_id
+    )
+    return verdict_to_wire(verdict)
+
+
+@router.post("/choices", tags=["agents"])
+def create_choice(body: ChoiceIn, who: Who, request: Request) -> Any:
+    """Offer ranked options to a human (a choice item)."""
+    _acts_as(who, body.agent)
+    px = _px(request)
+    offered = [
+        (
+            Action(body.agent, o.tool, o.args, body.context, o.reversible, tuple(o.reads)),
+            {"probability": o.probability, "risks": o.risks},
+        )
+        for o in body.options
+    ]
+    verdict = _local(px).gate.open_choice(
+        body.agent, offered, _run(body.run, px), body.queue, body.reason
+    )
+    return verdict_to_wire(verdict)
+
+
+@router.post("/runs/{run_id}/end", tags=["agents"])
+def end_run(run_id: str, body: RunEndIn, who: Who, request: Request) -> Any:
+    """Record that a run finished (completed, or failed with an error type)."""
+    _acts_as(who, body.run.agent)
+    px = _px(request)
+    run = _run(body.run, px)
+    assert run is not None
+    run.id = run_id
+    error = ReportedError(body.error_type, "") if body.error_type else None
+    _local(px).gate.end_run(run, error)
+    return {"ok": True}
+
+
+@router.post("/reviews/{item_id}/claim", tags=["agents"])
+def claim(item_id: str, body: ClaimIn, who: Who, request: Request) -> Any:
+    """Claim an approved action's grant: ``claimed`` (run it now), ``busy``, ``done``, ..."""
+    px = _px(request)
+    item = px.backend.item(item_id)
+    _acts_as(who, item.agent)
+    return {"state": _local(px).service.claim(item_id, body.args_digest, body.owner).state}
+
+
+@router.post("/reviews/{item_id}/timeout", tags=["agents"])
+def apply_timeout(item_id: str, who: Who, request: Request) -> Any:
+    """Apply the item's review timeout if it has passed (expire or escalate)."""
+    px = _px(request)
+    item = px.backend.item(item_id)
+    _acts_as(who, item.agent)
+    px.backend.sweep_item(item_id)
+    return {"status": px.backend.status(item_id)}
+
+
+@router.get("/reviews/{item_id}/wait", tags=["agents", "reviews"])
+async def wait(
+    item_id: str,
+    who: Who,
+    request: Request,
+    until_not: Annotated[str, Query(alias="while", max_length=200)] = "pending",
+    timeout: Annotated[float, Query(ge=0, le=60)] = 25.0,
+) -> Any:
+    """Long-poll: answer as soon as the item leaves the ``while`` statuses, or at ``timeout``.
+
+    ``reconnect: true`` means the server is shutting down: ask again (another instance,
+    or this one once restarted, will answer).
+    """
+    px = _px(request)
+    item = await asyncio.to_thread(_item, px, who, item_id)
+    statuses = {s for s in until_not.split(",") if s}
+    unknown = statuses - set(STATUSES)
+    if unknown:
+        from .._errors import InvalidRequest
+
+        raise InvalidRequest(f"while: unknown status {sorted(unknown)[0]!r}")
+    loop = asyncio.get_running_loop()
+    changed = asyncio.Event()
+
+    class _Wake:
+        def set(self) -> None:
+            loop.call_soon_threadsafe(changed.set)
+
+    waker = _Wake()
+    store = px.store
+    store.hub.subscribe(item_id, waker)
+    shutting_down: asyncio.Event = request.app.state.shutting_down
+    try:
+        deadline = loop.time() + timeout
+        status = item.status
+        while True:
+            if status not in statuses:
+                return {"status": status, "reconnect": False}
+            if shutting_down.is_set():
+                return {"status": status, "reconnect": True}
+            left = deadline - loop.time()
+            if left <= 0:
+                return {"status": status, "reconnect": False}
+            stop = asyncio.ensure_future(shutting_down.wait())
+            woke = asyncio.ensure_future(changed.wait())
+            await asyncio.wait(
+                {stop, woke},
+                timeout=min(left, RECHECK_SECONDS),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            stop.cancel()
+            woke.cancel()
+            changed.clear()
+            status = await asyncio.to_thread(status_of, store, item_id)
+    finally:
+        store.hub.unsubscribe(item_id, waker)
+
+
+# -- the reviewer's side ---------------------------------------------------------------------
+
+
+@router.get("/reviews", tags=["reviews"])
+def list_reviews(
+    who: Who,
+    request: Request,
+    status: Annotated[str | None, Query(max_length=20)] = "pending",
+    queue: Annotated[str | None, Query(max_length=200)] = None,
+) -> Any:
+    """Review items the caller may see, most severe first. ``status=all`` for every status."""
+    px = _px(request)
+    items = px.backend.items(None if status == "all" else status, queue)
+    return [item_to_wire(i) for i in items if who.sees_item(i.queue, i.agent)]
+
+
+@router.get("/reviews/{item_id}", tags=["reviews"])
+def get_review(item_id: str, who: Who, request: Request) -> Any:
+    """One item with everything a reviewer needs to decide it."""
+    item = _item(_px(request), who, item_id)
+    return {
+        **item_to_wire(item),
+        "severity": item.severity(),
+        "diff": item.diff(),
+        "next_actions": item.next_actions(),
+    }
+
+
+def _decide(request: Request, who: Who, item_id: str, verb: str, **fields: Any) -> Any:
+    px = _px(request)
+    item = _item(px, who, item_id)
+    if not who.reviews(item.queue):
+        raise Forbidden(
+            f"token '{who.name}' ({who.role}) may not decide items in queue '{item.queue}'"
+        )
+    # The reviewer is the token's name: nothing in the body can say otherwise.
+    return item_to_wire(px.backend.review(verb, item_id, who.name, **fields))
+
+
+@router.post("/reviews/{item_id}/approve", tags=["reviews"])
+def approve(item_id: str, body: NoteIn, who: Who, request: Request) -> Any:
+    """Approve: one vote toward the queue's quorum."""
+    return _decide(request, who, item_id, "approve", note=body.note)
+
+
+@router.post("/reviews/{item_id}/reject", tags=["reviews"])
+def reject(item_id: str, body: RejectIn, who: Who, request: Request) -> Any:
+    """Reject with a reason; the agent receives it."""
+    return _decide(request, who, item_id, "reject", reason=body.reason)
+
+
+@router.post("/reviews/{item_id}/edit", tags=["reviews"])
+def edit(item_id: str, body: EditIn, who: Who, request: Request) -> Any:
+    """Approve with changed arguments (checked against the tool and re-evaluated)."""
+    return _decide(request, who, item_id, "edit", args=body.args, note=body.note)
+
+
+@router.post("/reviews/{item_id}/escalate", tags=["reviews"])
+def escalate(item_id: str, body: EscalateIn, who: Who, request: Request) -> Any:
+    """Move the item to another queue."""
+    return _decide(request, who, item_id, "escalate", to=body.to, note=body.note)
+
+
+@router.post("/reviews/{item_id}/choose", tags=["reviews"])
+def choose(item_id: str, body: ChooseIn, who: Who, request: Request) -> Any:
+    """Pick one option of a choice item."""
+    return _decide(request, who, item_id, "choose", option=body.option, note=body.note)
+
+
+# -- policy, agents, decisions, audit ------------------------------------------------------
+
+
+@router.post("/policies", tags=["policies"])
+def apply_policy(body: PolicyIn, who: Who, request: Request) -> Any:
+    """Validate, test and activate a policy; the author is the token's name."""
+    need(who, "policy_author", "admin")
+    version = _px(request).backend.apply_policy(body.text, "<request>", who.name, body.message)
+    return {"version": version}
+
+
+@router.get("/policies", tags=["policies"])
+def list_policies(who: Who, request: Request) -> Any:
+    """Every stored version, newest first, marking the active one."""
+    need(who, *READERS)
+    with _px(request).store.read() as conn:
+        active = conn.execute(sa.select(state.c.policy_version)).scalar()
+        rows = conn.execute(
+            sa.select(
+                policies.c.version,
+                policies.c.name,
+                policies.c.created_at,
+                policies.c.author,
+                policies.c.message,
+            ).order_by(policies.c.created_at.desc())
+        ).all()
+    return [{**r._asdict(), "active": r.version == active} for r in rows]
+
+
+@router.get("/policies/active", tags=["policies"])
+def active_policy(who: Who, request: Request) -> Any:
+    """The active version and its text."""
+    need(who, *READERS)
+    policy = _px(request).backend.active_policy()
+    if policy is None:
+        raise NotFound("no policy has been applied")
+    return {"version": policy.version, "name": policy.name, "text": policy.text}
+
+
+@router.get("/policies/{version}", tags=["policies"])
+def get_policy(version: str, who: Who, request: Request) -> Any:
+    """One stored version and its text."""
+    need(who, *READERS)
+    with _px(request).store.read() as conn:
+        row = conn.execute(sa.select(policies).where(policies.c.version == version)).first()
+    if row is None:
+        raise NotFound(f"no policy version {version!r}")
+    return row._asdict()
+
+
+@router.get("/agents", tags=["policies"])
+def agents(who: Who, request: Request) -> Any:
+    """The agents the active policy declares, with their envelopes."""
+    need(who, *READERS)
+    policy = _px(request).backend.active_policy()
+    if policy is None:
+        return []
+    return [{"id": name, **agent.model_dump()} for name, agent in policy.agents.items()]
+
+
+@router.get("/decisions", tags=["audit"])
+def decisions(
+    who: Who,
+    request: Request,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    kind: Annotated[str | None, Query(max_length=32)] = None,
+) -> Any:
+    """Records of the decision log after seq ``after`` (decisions, reviews, outcomes, ...)."""
+    need(who, *READERS)
+    query = sa.select(audit_log.c.seq, audit_log.c.hash, audit_log.c.record).where(
+        audit_log.c.seq > after
+    )
+    if kind is not None:
+        query = query.where(audit_log.c.kind == kind)
+    with _px(request).store.read() as conn:
+        rows = conn.execute(query.order_by(audit_log.c.seq).limit(limit)).all()
+    return [{"seq": s, "hash": h, "record": orjson.loads(r)} for s, h, r in rows]
+
+
+@router.get("/audit/verify", tags=["audit"])
+def audit_verify(who: Who, request: Request) -> Any:
+    """Verify the whole chain and its head."""
+    need(who, "admin", "policy_author", "viewer")
+    result = verify(_px(request).store)
+    return {
+        "ok": result.ok,
+        "checked": result.checked,
+        "head_seq": result.head_seq,
+        "bad_seq": result.bad_seq,
+        "problem": result.problem,
+        "message": result.message(),
+    }
+
+
+@router.get("/audit/export", tags=["audit"])
+def audit_export(
+    who: Who, request: Request, since: Annotated[int, Query(ge=0)] = 0
+) -> StreamingResponse:
+    """The log as JSON Lines, streamed."""
+    need(who, "admin", "policy_author", "viewer")
+    store = _px(request).store
+
+    def lines() -> Iterator[bytes]:
+        for seq, digest, record in iter_records(store, since):
+            yield f'{{"seq":{seq},"hash":"{digest}","record":{record}}}\n'.encode()
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+# -- tokens ----------------------------------------------------------------------------------
+
+
+@router.post("/tokens", tags=["tokens"])
+def new_token(body: TokenIn, who: Who, request: Request) -> Any:
+    """Create a token; the response holds it in full, the only time it is shown."""
+    need(who, "admin")
+    made, token = create_token(
+        _px(request).store,
+        role=body.role,
+        name=body.name,
+        queues=body.queues,
+        agents=body.agents,
+        created_by=who.name,
+    )
+    return {**made.public(), "token": token}
+
+
+@router.get("/tokens", tags=["tokens"])
+def tokens(who: Who, request: Request) -> Any:
+    """Every token (never its secret)."""
+    need(who, "admin")
+    return list_tokens(_px(request).store)
+
+
+@router.delete("/tokens/{token_id}", tags=["tokens"])
+def revoke(token_id: str, who: Who, request: Request) -> Any:
+    """Revoke a token (within a few seconds in every server process)."""
+    need(who, "admin")
+    revoke_token(_px(request).store, token_id, by=who.name)
+    return {"revoked": token_id}
+
+
+__all__ = ["ANSWERED", "ORJSONResponse", "router"]

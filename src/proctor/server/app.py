@@ -1,0 +1,217 @@
+"""The FastAPI application: a thin layer over the same core the embedded SDK uses.
+
+Errors are rendered in one place: Proctor's own exceptions carry their HTTP status,
+validation errors are 422 naming the field, bodies over the limit are 413. Anything else
+is a bug, and is left to surface as one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+
+from .._errors import (
+    ConfigError,
+    Conflict,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    PolicyError,
+    ProctorError,
+    StoreError,
+)
+from ..sdk import Proctor
+from .auth import Principal, TokenVerifier
+
+STATUS: dict[type[ProctorError], int] = {
+    NotFound: 404,
+    Conflict: 409,
+    Forbidden: 403,
+    InvalidRequest: 422,
+    PolicyError: 422,
+    ConfigError: 422,
+    StoreError: 503,
+}
+DEFAULT_MAX_BODY = 1 << 20
+SWEEP_SECONDS = 5.0
+
+
+class ORJSONResponse(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
+
+
+class Unauthorized(ProctorError):
+    """No valid bearer token."""
+
+
+def _status(exc: ProctorError) -> int:
+    for kind in type(exc).__mro__:
+        if kind in STATUS:
+            return STATUS[kind]
+    return 400
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes with 413, declared or streamed."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await self._too_large(send)
+                return
+        seen = 0
+        limit = self.limit
+
+        async def limited() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._too_large(send)
+
+    async def _too_large(self, send: Any) -> None:
+        body = orjson.dumps(
+            {
+                "error": "payload_too_large",
+                "message": f"request bodies are limited to {self.limit} bytes",
+            }
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(px: Proctor, *, max_body: int = DEFAULT_MAX_BODY, sweep: bool = True) -> FastAPI:
+    """The server for one embedded Proctor (its database)."""
+    verifier = TokenVerifier(px.store)
+    shutting_down = asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(_sweeper(px)) if sweep else None
+        yield
+        shutting_down.set()
+        if task is not None:
+            task.cancel()
+
+    app = FastAPI(
+        title="Proctor",
+        version="1",
+        summary="Policy-as-code decisions, human review and a tamper-evident log for AI agents.",
+        default_response_class=ORJSONResponse,
+        lifespan=lifespan,
+    )
+    app.state.px = px
+    app.state.verifier = verifier
+    app.state.shutting_down = shutting_down
+
+    @app.exception_handler(ProctorError)
+    async def proctor_error(request: Request, exc: ProctorError) -> Response:
+        status = 401 if isinstance(exc, Unauthorized) else _status(exc)
+        if status in (401, 403):
+            await asyncio.to_thread(_log_refusal, px, request, status, str(exc))
+        body: dict[str, Any] = {"error": type(exc).__name__, "message": str(exc)}
+        if isinstance(exc, PolicyError):
+            body.update(line=exc.line, column=exc.column, message=exc.message)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return ORJSONResponse(body, status_code=status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return ORJSONResponse(
+            {
+                "error": "InvalidRequest",
+                "message": f"{where}: {first.get('msg')}",
+                "field": where,
+                "errors": [
+                    {"field": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg")}
+                    for e in errors[:20]
+                ],
+            },
+            status_code=422,
+        )
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, Any]:
+        """The process is up."""
+        return {"ok": True}
+
+    @app.get("/readyz", tags=["health"])
+    def readyz() -> Response:
+        """The database answers; 503 while it does not."""
+        try:
+            with px.store.read() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        except StoreError as exc:
+            return ORJSONResponse({"ok": False, "message": str(exc)}, status_code=503)
+        return ORJSONResponse({"ok": True})
+
+    from .api import router
+
+    app.include_router(router)
+    app.add_middleware(BodyLimit, limit=max_body)
+    return app
+
+
+async def _sweeper(px: Proctor) -> None:
+    """Apply review timeouts and find dead runners, so nothing waits on an absent agent."""
+    while True:
+        await asyncio.sleep(SWEEP_SECONDS)
+        with contextlib.suppress(StoreError):  # the database is back next round, or readyz says
+            await asyncio.to_thread(px.reviews.sweep)
+
+
+def _log_refusal(px: Proctor, request: Request, status: int, reason: str) -> None:
+    """Every refused attempt is in the decision log, with who tried what."""
+    who: Principal | None = getattr(request.state, "principal", None)
+    body = {
+        "status": status,
+        "method": request.method,
+        "path": request.url.path,
+        "reason": reason[:500],
+        "client": request.client.host if request.client else None,
+        "token_id": who.token_id if who else None,
+        "name": who.name if who else None,
+        "role": who.role if who else None,
+        "at": time.time(),
+    }
+    with contextlib.suppress(StoreError), px.store.write() as tx:
+        tx.append("access.denied", body)
+
+
+AsyncHandler = Callable[..., Awaitable[Any]]

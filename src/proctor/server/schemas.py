@@ -1,0 +1,140 @@
+"""Request bodies of /api/v1, validated by pydantic (errors name the field, status 422)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Name = Field(min_length=1, max_length=200)
+Id = Field(min_length=1, max_length=64)
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RunIn(_In):
+    id: str = Id
+    trace_id: str = Field(min_length=1, max_length=64)
+    parent_id: str | None = Field(default=None, max_length=64)
+    agent: str = Name
+    context: dict[str, Any] = {}
+    started: bool = False
+    history: list[dict[str, Any]] = Field(default=[], max_length=100)
+
+
+class ActionIn(_In):
+    agent: str = Name
+    tool: str = Name
+    args: dict[str, Any] = {}
+    context: dict[str, Any] = {}
+    reversible: bool = True
+    reads: list[str] = Field(default=[], max_length=100)
+    params: dict[str, Any] | None = None
+    run: RunIn | None = None
+    idempotency_key: str | None = Field(default=None, min_length=8, max_length=128)
+
+
+class DecisionWire(_In):
+    decision: Literal["allow", "deny", "review"]
+    rule_ids: list[str]
+    reason: str
+    policy_version: str | None
+    risk: float | None = None
+    queue: str | None = None
+    on_error: bool = False
+    sample: float = 0.0
+    sample_queue: str | None = None
+    error: str | None = None
+    hold_run: bool = True
+
+
+class VerdictWire(_In):
+    decision: DecisionWire
+    id: str | None
+    seq: int | None
+    item_id: str | None = None
+    review_timeout: float = 14400.0
+    on_timeout: str = "deny"
+
+
+class OutcomeIn(_In):
+    verdict: VerdictWire
+    action: ActionIn
+    error_type: str | None = Field(default=None, max_length=200)
+    error: str | None = Field(default=None, max_length=2000)
+    duration: float = Field(ge=0)
+    item_id: str | None = Field(default=None, max_length=64)
+    has_result: bool = False
+    result: Any = None
+    idempotency_key: str | None = Field(default=None, min_length=8, max_length=128)
+
+
+class RefusalIn(_In):
+    action: ActionIn
+    reason: str = Field(min_length=1, max_length=2000)
+    rule_id: str = Name
+
+
+class OptionIn(_In):
+    tool: str = Name
+    args: dict[str, Any] = {}
+    probability: float | None = Field(default=None, ge=0.0, le=1.0)
+    risks: list[str] = []
+    reversible: bool = True
+    reads: list[str] = []
+
+
+class ChoiceIn(_In):
+    agent: str = Name
+    options: list[OptionIn] = Field(min_length=1, max_length=20)
+    context: dict[str, Any] = {}
+    run: RunIn | None = None
+    queue: str | None = Field(default=None, max_length=200)
+    reason: str = Field(default="the agent asks a human to choose", max_length=2000)
+
+
+class RunEndIn(_In):
+    run: RunIn
+    error_type: str | None = Field(default=None, max_length=200)
+
+
+class ClaimIn(_In):
+    args_digest: str | None = Field(default=None, min_length=64, max_length=64)
+    owner: str | None = Field(default=None, max_length=300)
+
+
+class NoteIn(_In):
+    note: str | None = Field(default=None, max_length=4000)
+
+
+class RejectIn(_In):
+    reason: str = Field(min_length=1, max_length=4000)
+
+
+class EditIn(_In):
+    args: dict[str, Any] = Field(min_length=1)
+    note: str | None = Field(default=None, max_length=4000)
+
+
+class EscalateIn(_In):
+    to: str = Name
+    note: str | None = Field(default=None, max_length=4000)
+
+
+class ChooseIn(_In):
+    option: int = Field(ge=0, le=100)
+    note: str | None = Field(default=None, max_length=4000)
+
+
+class PolicyIn(_In):
+    text: str = Field(min_length=1, max_length=1_000_000)
+    message: str | None = Field(default=None, max_length=4000)
+
+
+class TokenIn(_In):
+    role: Literal["admin", "policy_author", "reviewer", "sme", "agent", "viewer"]
+    name: str = Name
+    queues: list[str] | None = Field(default=None, min_length=1, max_length=100)
+    agents: list[str] | None = Field(default=None, min_length=1, max_length=100)
