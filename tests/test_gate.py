@@ -316,3 +316,16 @@ def test_review_item_and_decision_are_one_transaction(gpx: Proctor) -> None:
         seq = conn.execute(sa.select(review_items.c.decision_seq)).scalar()
         kind = conn.execute(sa.select(audit_log.c.decision).where(audit_log.c.seq == seq)).scalar()
     assert kind == "review"
+
+
+def test_huge_integers_are_judged_and_recorded_not_crashed(gpx: Proctor) -> None:
+    @gpx.tool(agent="bot")
+    def export(rows: int) -> str:
+        return "exported"
+
+    assert export(2**70) == "exported"  # CEL compares it correctly: 2**70 > 10
+    decision = records(gpx, "decision")[-1]
+    assert decision["action"]["args"] == {"rows": str(2**70)}  # JSON stops at 64 bits
+    from proctor.audit.verify import verify
+
+    assert verify(gpx.store).ok

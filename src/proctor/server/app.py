@@ -153,10 +153,13 @@ def create_app(px: Proctor, *, max_body: int = DEFAULT_MAX_BODY, sweep: bool = T
         errors = exc.errors()
         first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
         where = ".".join(str(p) for p in first.get("loc", ()))
+        message = f"{where}: {first.get('msg')}"
+        if where == "body" and "json" not in request.headers.get("content-type", ""):
+            message = "send the request body as JSON (Content-Type: application/json)"
         return ORJSONResponse(
             {
                 "error": "InvalidRequest",
-                "message": f"{where}: {first.get('msg')}",
+                "message": message,
                 "field": where,
                 "errors": [
                     {"field": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg")}
