@@ -18,8 +18,9 @@ class AppClient:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                        base_url="http://proctor.test", timeout=30)
+        self.client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://proctor.test", timeout=30
+        )
 
     def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         call = self.client.request(method, url, **kwargs)

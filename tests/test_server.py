@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from tests.asgi_client import AppClient
 
 from proctor import Proctor, ReviewPending
 from proctor.server.app import create_app
 from proctor.server.auth import create_token
-from tests.asgi_client import AppClient
 
 POLICY = """
 policy: server-test
@@ -25,8 +25,18 @@ rules:
   - {id: ok, when: 'tool in ["issue_refund", "lookup_order"]', decide: allow}
   - {id: big, when: 'tool == "issue_refund" && args.amount > 100.0', decide: review}
 """
-ROLES = ["admin", "policy_author", "reviewer", "reviewer_other", "sme", "agent", "agent_other",
-         "viewer", "none", "bad"]
+ROLES = [
+    "admin",
+    "policy_author",
+    "reviewer",
+    "reviewer_other",
+    "sme",
+    "agent",
+    "agent_other",
+    "viewer",
+    "none",
+    "bad",
+]
 
 
 @dataclass
@@ -60,8 +70,9 @@ def env(db_url: str) -> Iterator[Env]:
             "admin": create_token(px.store, role="admin", name="root"),
             "policy_author": create_token(px.store, role="policy_author", name="pat"),
             "reviewer": create_token(px.store, role="reviewer", name="ana", queues=["billing"]),
-            "reviewer_other": create_token(px.store, role="reviewer", name="fin",
-                                           queues=["finance"]),
+            "reviewer_other": create_token(
+                px.store, role="reviewer", name="fin", queues=["finance"]
+            ),
             "sme": create_token(px.store, role="sme", name="sam", queues=["billing"]),
             "agent": create_token(px.store, role="agent", name="bot", agents=["support-bot"]),
             "agent_other": create_token(px.store, role="agent", name="bot2", agents=["other-bot"]),
@@ -75,15 +86,34 @@ def env(db_url: str) -> Iterator[Env]:
 
 
 ACTION = {"agent": "support-bot", "tool": "lookup_order", "args": {"order_id": "A-1"}}
-VERDICT = {"decision": {"decision": "allow", "rule_ids": ["ok"], "reason": "ok",
-                        "policy_version": None}, "id": "d" * 32, "seq": 1}
+VERDICT = {
+    "decision": {"decision": "allow", "rule_ids": ["ok"], "reason": "ok", "policy_version": None},
+    "id": "d" * 32,
+    "seq": 1,
+}
 RUN = {"id": "r" * 32, "trace_id": "t" * 32, "agent": "support-bot"}
 
 AGENTS = {"admin": 200, "agent": 200, "agent_other": 403, "none": 401, "bad": 401}
-READ = {"admin": 200, "policy_author": 200, "viewer": 200, "reviewer": 200,
-        "reviewer_other": 200, "sme": 200, "agent": 403, "agent_other": 403}
-SEE = {"admin": 200, "policy_author": 200, "viewer": 200, "reviewer": 200,
-       "reviewer_other": 404, "sme": 200, "agent": 200, "agent_other": 404}
+READ = {
+    "admin": 200,
+    "policy_author": 200,
+    "viewer": 200,
+    "reviewer": 200,
+    "reviewer_other": 200,
+    "sme": 200,
+    "agent": 403,
+    "agent_other": 403,
+}
+SEE = {
+    "admin": 200,
+    "policy_author": 200,
+    "viewer": 200,
+    "reviewer": 200,
+    "reviewer_other": 404,
+    "sme": 200,
+    "agent": 200,
+    "agent_other": 404,
+}
 DECIDE = {"admin": 200, "reviewer": 200, "sme": 200, "reviewer_other": 404, "agent_other": 404}
 AUDIT = {"admin": 200, "policy_author": 200, "viewer": 200}
 
@@ -95,51 +125,113 @@ def expect(table: dict[str, int], default: int = 403) -> dict[str, int]:
 Call = Callable[[Env], tuple[str, str, Any]]
 MATRIX: list[tuple[str, Call, dict[str, int]]] = [
     ("POST actions", lambda e: ("POST", "/api/v1/actions", ACTION), expect(AGENTS)),
-    ("POST outcomes", lambda e: ("POST", "/api/v1/outcomes",
-                                 {"verdict": VERDICT, "action": ACTION, "duration": 0.1}),
-     expect(AGENTS)),
-    ("POST refusals", lambda e: ("POST", "/api/v1/refusals",
-                                 {"action": ACTION, "reason": "held", "rule_id": "run-held"}),
-     expect(AGENTS)),
-    ("POST choices", lambda e: ("POST", "/api/v1/choices", {
-        "agent": "support-bot", "options": [{"tool": "issue_refund", "args": {"amount": 5.0}}]}),
-     expect(AGENTS)),
-    ("POST runs end", lambda e: ("POST", f"/api/v1/runs/{'r' * 32}/end", {"run": RUN}),
-     expect(AGENTS)),
-    ("POST claim", lambda e: ("POST", f"/api/v1/reviews/{e.pending_item()}/claim", {}),
-     expect(AGENTS)),
-    ("POST timeout", lambda e: ("POST", f"/api/v1/reviews/{e.pending_item()}/timeout", None),
-     expect(AGENTS)),
-    ("GET wait", lambda e: ("GET", f"/api/v1/reviews/{e.pending_item()}/wait?timeout=0", None),
-     expect(SEE)),
-    ("GET reviews", lambda e: ("GET", "/api/v1/reviews", None),
-     expect({r: 200 for r in ROLES if r not in ("none", "bad")})),
+    (
+        "POST outcomes",
+        lambda e: (
+            "POST",
+            "/api/v1/outcomes",
+            {"verdict": VERDICT, "action": ACTION, "duration": 0.1},
+        ),
+        expect(AGENTS),
+    ),
+    (
+        "POST refusals",
+        lambda e: (
+            "POST",
+            "/api/v1/refusals",
+            {"action": ACTION, "reason": "held", "rule_id": "run-held"},
+        ),
+        expect(AGENTS),
+    ),
+    (
+        "POST choices",
+        lambda e: (
+            "POST",
+            "/api/v1/choices",
+            {
+                "agent": "support-bot",
+                "options": [{"tool": "issue_refund", "args": {"amount": 5.0}}],
+            },
+        ),
+        expect(AGENTS),
+    ),
+    (
+        "POST runs end",
+        lambda e: ("POST", f"/api/v1/runs/{'r' * 32}/end", {"run": RUN}),
+        expect(AGENTS),
+    ),
+    (
+        "POST claim",
+        lambda e: ("POST", f"/api/v1/reviews/{e.pending_item()}/claim", {}),
+        expect(AGENTS),
+    ),
+    (
+        "POST timeout",
+        lambda e: ("POST", f"/api/v1/reviews/{e.pending_item()}/timeout", None),
+        expect(AGENTS),
+    ),
+    (
+        "GET wait",
+        lambda e: ("GET", f"/api/v1/reviews/{e.pending_item()}/wait?timeout=0", None),
+        expect(SEE),
+    ),
+    (
+        "GET reviews",
+        lambda e: ("GET", "/api/v1/reviews", None),
+        expect({r: 200 for r in ROLES if r not in ("none", "bad")}),
+    ),
     ("GET review", lambda e: ("GET", f"/api/v1/reviews/{e.pending_item()}", None), expect(SEE)),
-    ("POST approve", lambda e: ("POST", f"/api/v1/reviews/{e.pending_item()}/approve", {}),
-     expect(DECIDE)),
-    ("POST reject", lambda e: ("POST", f"/api/v1/reviews/{e.pending_item()}/reject",
-                               {"reason": "no"}), expect(DECIDE)),
-    ("POST edit", lambda e: ("POST", f"/api/v1/reviews/{e.pending_item()}/edit",
-                             {"args": {"amount": 150.0}}), expect(DECIDE)),
-    ("POST escalate", lambda e: ("POST", f"/api/v1/reviews/{e.pending_item()}/escalate",
-                                 {"to": "finance"}), expect(DECIDE)),
-    ("POST choose", lambda e: ("POST", f"/api/v1/reviews/{e.pending_item()}/choose",
-                               {"option": 0}), expect({**DECIDE, "admin": 422, "reviewer": 422,
-                                                        "sme": 422})),
-    ("POST policies", lambda e: ("POST", "/api/v1/policies", {"text": POLICY}),
-     expect({"admin": 200, "policy_author": 200})),
+    (
+        "POST approve",
+        lambda e: ("POST", f"/api/v1/reviews/{e.pending_item()}/approve", {}),
+        expect(DECIDE),
+    ),
+    (
+        "POST reject",
+        lambda e: ("POST", f"/api/v1/reviews/{e.pending_item()}/reject", {"reason": "no"}),
+        expect(DECIDE),
+    ),
+    (
+        "POST edit",
+        lambda e: ("POST", f"/api/v1/reviews/{e.pending_item()}/edit", {"args": {"amount": 150.0}}),
+        expect(DECIDE),
+    ),
+    (
+        "POST escalate",
+        lambda e: ("POST", f"/api/v1/reviews/{e.pending_item()}/escalate", {"to": "finance"}),
+        expect(DECIDE),
+    ),
+    (
+        "POST choose",
+        lambda e: ("POST", f"/api/v1/reviews/{e.pending_item()}/choose", {"option": 0}),
+        expect({**DECIDE, "admin": 422, "reviewer": 422, "sme": 422}),
+    ),
+    (
+        "POST policies",
+        lambda e: ("POST", "/api/v1/policies", {"text": POLICY}),
+        expect({"admin": 200, "policy_author": 200}),
+    ),
     ("GET policies", lambda e: ("GET", "/api/v1/policies", None), expect(READ)),
     ("GET active policy", lambda e: ("GET", "/api/v1/policies/active", None), expect(READ)),
     ("GET agents", lambda e: ("GET", "/api/v1/agents", None), expect(READ)),
     ("GET decisions", lambda e: ("GET", "/api/v1/decisions", None), expect(READ)),
     ("GET audit verify", lambda e: ("GET", "/api/v1/audit/verify", None), expect(AUDIT)),
     ("GET audit export", lambda e: ("GET", "/api/v1/audit/export", None), expect(AUDIT)),
-    ("POST tokens", lambda e: ("POST", "/api/v1/tokens", {"role": "viewer", "name": "v2"}),
-     expect({"admin": 200})),
+    (
+        "POST tokens",
+        lambda e: ("POST", "/api/v1/tokens", {"role": "viewer", "name": "v2"}),
+        expect({"admin": 200}),
+    ),
     ("GET tokens", lambda e: ("GET", "/api/v1/tokens", None), expect({"admin": 200})),
-    ("DELETE token", lambda e: ("DELETE", "/api/v1/tokens/"
-                                + create_token(e.px.store, role="viewer", name="tmp")[0].token_id,
-                                None), expect({"admin": 200})),
+    (
+        "DELETE token",
+        lambda e: (
+            "DELETE",
+            "/api/v1/tokens/" + create_token(e.px.store, role="viewer", name="tmp")[0].token_id,
+            None,
+        ),
+        expect({"admin": 200}),
+    ),
     ("GET healthz", lambda e: ("GET", "/healthz", None), {r: 200 for r in ROLES}),
     ("GET readyz", lambda e: ("GET", "/readyz", None), {r: 200 for r in ROLES}),
 ]
@@ -152,13 +244,17 @@ def test_authorization_matrix(env: Env) -> None:
             method, path, body = make(env)
             response = env.client.request(method, path, json=body, headers=env.headers(role))
             if response.status_code != expected[role]:
-                wrong.append(f"{name} as {role}: {response.status_code} (expected "
-                             f"{expected[role]}) {response.text[:120]}")
+                wrong.append(
+                    f"{name} as {role}: {response.status_code} (expected "
+                    f"{expected[role]}) {response.text[:120]}"
+                )
     assert not wrong, "\n".join(wrong)
-    denied = env.client.get("/api/v1/decisions?kind=access.denied&limit=1000",
-                            headers=env.headers("admin")).json()
-    refusals = sum(1 for cells in (e for _, _, e in MATRIX) for s in cells.values()
-                   if s in (401, 403))
+    denied = env.client.get(
+        "/api/v1/decisions?kind=access.denied&limit=1000", headers=env.headers("admin")
+    ).json()
+    refusals = sum(
+        1 for cells in (e for _, _, e in MATRIX) for s in cells.values() if s in (401, 403)
+    )
     assert len(denied) == refusals  # every refused attempt is in the log
     first = denied[0]["record"]
     assert {"status", "method", "path", "reason", "role"} <= set(first)
@@ -166,11 +262,15 @@ def test_authorization_matrix(env: Env) -> None:
 
 def test_reviewer_identity_comes_from_the_token(env: Env) -> None:
     item = env.pending_item()
-    r = env.client.post(f"/api/v1/reviews/{item}/approve",
-                        json={"note": "fine", "by": "someone-else"}, headers=env.headers("reviewer"))
+    r = env.client.post(
+        f"/api/v1/reviews/{item}/approve",
+        json={"note": "fine", "by": "someone-else"},
+        headers=env.headers("reviewer"),
+    )
     assert r.status_code == 422 and "by" in r.json()["message"]  # no such field
-    r = env.client.post(f"/api/v1/reviews/{item}/approve", json={"note": "fine"},
-                        headers=env.headers("reviewer"))
+    r = env.client.post(
+        f"/api/v1/reviews/{item}/approve", json={"note": "fine"}, headers=env.headers("reviewer")
+    )
     assert r.status_code == 200 and r.json()["decided_by"] == "ana"
 
 
@@ -178,30 +278,37 @@ def test_bad_input_gets_clear_4xx(env: Env) -> None:
     h = env.headers("admin")
     r = env.client.post("/api/v1/actions", json={"agent": 5, "tool": "x"}, headers=h)
     assert r.status_code == 422 and r.json()["field"] == "body.agent"
-    r = env.client.post("/api/v1/actions", content=b"{not json", headers={
-        **h, "content-type": "application/json"})
+    r = env.client.post(
+        "/api/v1/actions", content=b"{not json", headers={**h, "content-type": "application/json"}
+    )
     assert r.status_code == 422
     r = env.client.post("/api/v1/actions", content=b"agent=x", headers=h)
     assert r.status_code == 422 and "JSON" in r.json()["message"]
-    r = env.client.post("/api/v1/actions", json={**ACTION, "args": {"blob": "x" * 100_000}},
-                        headers=h)
+    r = env.client.post(
+        "/api/v1/actions", json={**ACTION, "args": {"blob": "x" * 100_000}}, headers=h
+    )
     assert r.status_code == 413
     assert env.client.get("/api/v1/reviews/nope", headers=h).status_code == 404
     assert env.client.get("/api/v1/policies/nope", headers=h).status_code == 404
     assert env.client.delete("/api/v1/tokens/nope", headers=h).status_code == 404
-    r = env.client.post("/api/v1/policies", json={"text": "policy: x\nrules: [{id: a}]"},
-                        headers=h)
+    r = env.client.post("/api/v1/policies", json={"text": "policy: x\nrules: [{id: a}]"}, headers=h)
     assert r.status_code == 422 and r.json()["line"] == 2
     item = env.pending_item()
-    assert env.client.post(f"/api/v1/reviews/{item}/approve", json={},
-                           headers=env.headers("reviewer")).status_code == 200
-    r = env.client.post(f"/api/v1/reviews/{item}/reject", json={"reason": "late"},
-                        headers=env.headers("sme"))
+    assert (
+        env.client.post(
+            f"/api/v1/reviews/{item}/approve", json={}, headers=env.headers("reviewer")
+        ).status_code
+        == 200
+    )
+    r = env.client.post(
+        f"/api/v1/reviews/{item}/reject", json={"reason": "late"}, headers=env.headers("sme")
+    )
     assert r.status_code == 409 and "already approved" in r.json()["message"]
     r = env.client.get("/api/v1/reviews", params={"status": "bogus"}, headers=h)
     assert r.status_code == 422
-    r = env.client.post("/api/v1/tokens", json={"role": "agent", "name": "x", "queues": ["q"]},
-                        headers=h)
+    r = env.client.post(
+        "/api/v1/tokens", json={"role": "agent", "name": "x", "queues": ["q"]}, headers=h
+    )
     assert r.status_code == 422
 
 
@@ -211,14 +318,14 @@ def test_idempotency_key_records_an_action_once(env: Env) -> None:
     first = env.client.post("/api/v1/actions", json=body, headers=h).json()
     second = env.client.post("/api/v1/actions", json=body, headers=h).json()
     assert first == second
-    decisions = env.client.get("/api/v1/decisions?kind=decision",
-                               headers=env.headers("admin")).json()
+    decisions = env.client.get(
+        "/api/v1/decisions?kind=decision", headers=env.headers("admin")
+    ).json()
     assert [d["record"]["id"] for d in decisions] == [first["id"]]
     outcome = {"verdict": first, "action": ACTION, "duration": 0.01, "idempotency_key": "o" * 32}
     assert env.client.post("/api/v1/outcomes", json=outcome, headers=h).status_code == 200
     assert env.client.post("/api/v1/outcomes", json=outcome, headers=h).status_code == 200
-    outcomes = env.client.get("/api/v1/decisions?kind=outcome",
-                              headers=env.headers("admin")).json()
+    outcomes = env.client.get("/api/v1/decisions?kind=outcome", headers=env.headers("admin")).json()
     assert len(outcomes) == 1
 
 

@@ -3,18 +3,19 @@ server never answers 5xx (on both databases)."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
+from tests.test_server import POLICY
 
 from proctor import Proctor
 from proctor.server.app import create_app
 from proctor.server.auth import create_token
-from tests.test_server import POLICY
 
-EXAMPLES = 20
+EXAMPLES = int(os.environ.get("PROCTOR_FUZZ_EXAMPLES", "20"))
 
 
 def test_no_server_errors_from_any_request(db_url: str) -> None:
@@ -31,8 +32,12 @@ def test_no_server_errors_from_any_request(db_url: str) -> None:
                 continue  # revoking the fuzzer's own token would end the run early
 
             @given(case=operation.as_strategy())
-            @settings(max_examples=EXAMPLES, deadline=None, database=None,
-                      suppress_health_check=list(HealthCheck))
+            @settings(
+                max_examples=EXAMPLES,
+                deadline=None,
+                database=None,
+                suppress_health_check=list(HealthCheck),
+            )
             def check(case: Any) -> None:
                 case.call_and_validate(headers=headers, checks=[not_a_server_error])
 

@@ -195,6 +195,24 @@ def bench_review(database: str | None, rounds: int, items: int, as_json: bool) -
     _print_json(run(database=database, rounds=rounds, items=items))
 
 
+@bench.command("server")
+@click.option("--database", "-d", default=None, help="Database URL (default: a fresh SQLite file).")
+@click.option(
+    "--seconds",
+    type=click.FloatRange(min=0.5),
+    default=5.0,
+    show_default=True,
+    help="How long each concurrency level (1, 8, 32 clients) runs.",
+)
+@rules_option
+@json_flag
+def bench_server(database: str | None, seconds: float, rules: int, as_json: bool) -> None:
+    """Decisions per second and latency over HTTP on loopback."""
+    from .bench_server import bench_server as run
+
+    _print_json(run(database=database, seconds=seconds, rules=rules))
+
+
 def _add_queue() -> None:
     from .cli_queue import queue
     from .cli_server import serve, token

@@ -25,7 +25,7 @@ from typing import Annotated, Any
 import orjson
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from .._errors import Forbidden, NotFound
 from ..audit.export import iter_records
@@ -40,6 +40,7 @@ from ..store.tables import audit_log, policies, state
 from .app import ORJSONResponse, Unauthorized
 from .auth import Principal, create_token, list_tokens, revoke_token
 from .schemas import (
+    INT64_MAX,
     ActionIn,
     ChoiceIn,
     ChooseIn,
@@ -65,7 +66,7 @@ def _px(request: Request) -> Proctor:
     return px
 
 
-def principal(request: Request) -> Principal:
+async def principal(request: Request) -> Principal:
     """The caller, from ``Authorization: Bearer <token>``; never from the body."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -140,10 +141,12 @@ def _item(px: Proctor, who: Principal, item_id: str) -> ReviewItem:
 
 
 @router.post("/actions", tags=["agents"])
-def create_action(body: ActionIn, who: Who, request: Request) -> Any:
+async def create_action(body: ActionIn, who: Who, request: Request) -> Any:
     """Evaluate an action under the active policy and record the decision.
 
     With ``idempotency_key`` a retry returns the first answer instead of deciding again.
+    Runs on the event loop: a decision is a short write that the database serializes
+    anyway, and a hop to a worker thread would cost more than the decision.
     """
     _acts_as(who, body.agent)
     px = _px(request)
@@ -156,7 +159,7 @@ def create_action(body: ActionIn, who: Who, request: Request) -> Any:
                 (who.token_id, body.idempotency_key),
             ).fetchone()
             if seen is not None:
-                return orjson.loads(seen[0])
+                return Response(seen[0], media_type="application/json")
         verdict = local.gate.decide_in(tx, _action(body), run, body.params)
         wire = verdict_to_wire(verdict)
         if body.idempotency_key:
@@ -165,7 +168,8 @@ def create_action(body: ActionIn, who: Who, request: Request) -> Any:
                 " VALUES (?, ?, ?, ?)",
                 (who.token_id, body.idempotency_key, orjson.dumps(wire).decode(), time.time()),
             )
-    return wire
+    # A ready response: FastAPI would otherwise walk the dict through its encoder first.
+    return ORJSONResponse(wire)
 
 
 class _Replay(Exception):
@@ -174,7 +178,7 @@ class _Replay(Exception):
 
 
 @router.post("/outcomes", tags=["agents"])
-def create_outcome(body: OutcomeIn, who: Who, request: Request) -> Any:
+async def create_outcome(body: OutcomeIn, who: Who, request: Request) -> Any:
     """Record how a tool call ended (and, for an approved item, finish its grant)."""
     _acts_as(who, body.action.agent)
     px = _px(request)
@@ -467,7 +471,7 @@ def agents(who: Who, request: Request) -> Any:
 def decisions(
     who: Who,
     request: Request,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     kind: Annotated[str | None, Query(max_length=32)] = None,
 ) -> Any:
@@ -500,7 +504,7 @@ def audit_verify(who: Who, request: Request) -> Any:
 
 @router.get("/audit/export", tags=["audit"])
 def audit_export(
-    who: Who, request: Request, since: Annotated[int, Query(ge=0)] = 0
+    who: Who, request: Request, since: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0
 ) -> StreamingResponse:
     """The log as JSON Lines, streamed."""
     need(who, "admin", "policy_author", "viewer")

@@ -61,7 +61,8 @@ def _status(exc: ProctorError) -> int:
 
 
 class BodyLimit:
-    """Refuse request bodies over ``limit`` bytes with 413, declared or streamed."""
+    """Refuse request bodies over ``limit`` bytes with 413, declared or streamed, and URLs
+    carrying NUL characters with 422 (no database text column can hold them)."""
 
     def __init__(self, app: Any, limit: int) -> None:
         self.app = app
@@ -70,6 +71,13 @@ class BodyLimit:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if "\x00" in scope.get("path", "") or b"%00" in scope.get("query_string", b""):
+            await self._reply(
+                send,
+                422,
+                {"error": "InvalidRequest", "message": "URLs must not contain NUL characters"},
+            )
             return
         for name, value in scope.get("headers", ()):
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
@@ -93,20 +101,14 @@ class BodyLimit:
             await self._too_large(send)
 
     async def _too_large(self, send: Any) -> None:
-        body = orjson.dumps(
-            {
-                "error": "payload_too_large",
-                "message": f"request bodies are limited to {self.limit} bytes",
-            }
-        )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json")],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        message = f"request bodies are limited to {self.limit} bytes"
+        await self._reply(send, 413, {"error": "payload_too_large", "message": message})
+
+    @staticmethod
+    async def _reply(send: Any, status: int, content: dict[str, Any]) -> None:
+        headers = [(b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": orjson.dumps(content)})
 
 
 class _TooLarge(Exception):
@@ -191,12 +193,22 @@ def create_app(px: Proctor, *, max_body: int = DEFAULT_MAX_BODY, sweep: bool = T
     return app
 
 
+IDEMPOTENCY_SECONDS = 24 * 3600.0
+
+
 async def _sweeper(px: Proctor) -> None:
-    """Apply review timeouts and find dead runners, so nothing waits on an absent agent."""
+    """Apply review timeouts and find dead runners, so nothing waits on an absent agent;
+    forget idempotency keys older than a day (retries come within seconds)."""
     while True:
         await asyncio.sleep(SWEEP_SECONDS)
         with contextlib.suppress(StoreError):  # the database is back next round, or readyz says
             await asyncio.to_thread(px.reviews.sweep)
+            await asyncio.to_thread(_forget_keys, px, time.time() - IDEMPOTENCY_SECONDS)
+
+
+def _forget_keys(px: Proctor, before: float) -> None:
+    with px.store.write() as tx:
+        tx.sql("DELETE FROM proctor_idempotency WHERE created_at < ?", (before,))
 
 
 def _log_refusal(px: Proctor, request: Request, status: int, reason: str) -> None:

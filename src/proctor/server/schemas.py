@@ -4,14 +4,24 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+INT64_MAX = 2**63 - 1  # what the databases store; larger integers are refused with 422
 Name = Field(min_length=1, max_length=200)
 Id = Field(min_length=1, max_length=64)
 
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        """Text columns cannot hold NUL (PostgreSQL refuses it): say so as bad input."""
+        texts = value if isinstance(value, list) else [value]
+        if any(isinstance(t, str) and "\x00" in t for t in texts):
+            raise ValueError("must not contain NUL (\\x00) characters")
+        return value
 
 
 class RunIn(_In):
@@ -53,7 +63,7 @@ class DecisionWire(_In):
 class VerdictWire(_In):
     decision: DecisionWire
     id: str | None
-    seq: int | None
+    seq: int | None = Field(ge=0, le=INT64_MAX)
     item_id: str | None = None
     review_timeout: float = 14400.0
     on_timeout: str = "deny"

@@ -138,4 +138,6 @@ idempotency = Table(
     Column("key", String(128), primary_key=True),
     Column("response", Text, nullable=False),
     Column("created_at", Float, nullable=False),
+    sqlite_with_rowid=False,
 )
+Index("ix_idempotency_created", idempotency.c.created_at)  # pruning old keys

@@ -33,7 +33,9 @@ def upgrade() -> None:
         sa.Column("key", sa.String(128), primary_key=True),
         sa.Column("response", sa.Text, nullable=False),
         sa.Column("created_at", sa.Float, nullable=False),
+        sqlite_with_rowid=False,  # one B-tree, not a table plus a key index
     )
+    op.create_index("ix_idempotency_created", "proctor_idempotency", ["created_at"])
 
 
 def downgrade() -> None:
