@@ -31,6 +31,13 @@ SETTINGS: tuple[Setting, ...] = (
         " 'power': it survives power loss too (synchronous=FULL).",
     ),
     Setting(
+        "secret_key",
+        "PROCTOR_SECRET_KEY",
+        "",
+        "Signs console session cookies. Unset: a new one each time the server starts (everyone"
+        " signs in again); set it when several server processes serve one console.",
+    ),
+    Setting(
         "busy_timeout_ms",
         "PROCTOR_BUSY_TIMEOUT_MS",
         "5000",

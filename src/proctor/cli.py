@@ -214,12 +214,14 @@ def bench_server(database: str | None, seconds: float, rules: int, as_json: bool
 
 
 def _add_queue() -> None:
+    from .cli_demo import demo
     from .cli_queue import queue
     from .cli_server import serve, token
 
     cli.add_command(queue)
     cli.add_command(serve)
     cli.add_command(token)
+    cli.add_command(demo)
 
 
 _add_queue()

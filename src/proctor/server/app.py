@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.middleware.sessions import SessionMiddleware
 
 from .._errors import (
     ConfigError,
@@ -28,8 +32,10 @@ from .._errors import (
     ProctorError,
     StoreError,
 )
+from .._settings import setting
 from ..sdk import Proctor
 from .auth import Principal, TokenVerifier
+from .console import _LoginNeeded, console, console_error, login_needed
 
 STATUS: dict[type[ProctorError], int] = {
     NotFound: 404,
@@ -115,7 +121,13 @@ class _TooLarge(Exception):
     pass
 
 
-def create_app(px: Proctor, *, max_body: int = DEFAULT_MAX_BODY, sweep: bool = True) -> FastAPI:
+def create_app(
+    px: Proctor,
+    *,
+    max_body: int = DEFAULT_MAX_BODY,
+    sweep: bool = True,
+    session_secret: str | None = None,
+) -> FastAPI:
     """The server for one embedded Proctor (its database)."""
     verifier = TokenVerifier(px.store)
     shutting_down = asyncio.Event()
@@ -144,6 +156,8 @@ def create_app(px: Proctor, *, max_body: int = DEFAULT_MAX_BODY, sweep: bool = T
         status = 401 if isinstance(exc, Unauthorized) else _status(exc)
         if status in (401, 403):
             await asyncio.to_thread(_log_refusal, px, request, status, str(exc))
+        if not request.url.path.startswith("/api/"):
+            return await console_error(request, exc)
         body: dict[str, Any] = {"error": type(exc).__name__, "message": str(exc)}
         if isinstance(exc, PolicyError):
             body.update(line=exc.line, column=exc.column, message=exc.message)
@@ -189,6 +203,19 @@ def create_app(px: Proctor, *, max_body: int = DEFAULT_MAX_BODY, sweep: bool = T
     from .api import router
 
     app.include_router(router)
+    app.include_router(console)
+    app.add_exception_handler(_LoginNeeded, login_needed)
+    app.mount(
+        "/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static"
+    )
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=session_secret or setting("secret_key") or secrets.token_urlsafe(32),
+        session_cookie="proctor_session",
+        same_site="lax",
+        https_only=False,
+        max_age=12 * 3600,
+    )
     app.add_middleware(BodyLimit, limit=max_body)
     return app
 

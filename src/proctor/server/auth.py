@@ -167,6 +167,28 @@ class TokenVerifier:
         self._cache: dict[str, tuple[float, Principal]] = {}
         self._lock = threading.Lock()
 
+    def by_id(self, token_id: str) -> Principal | None:
+        """The principal of a console session (which stores only the token's id)."""
+        key = "id:" + token_id
+        now = time.monotonic()
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        with self.store.read() as conn:
+            row = conn.execute(sa.select(tokens).where(tokens.c.id == token_id)).first()
+        if row is None or row.revoked_at is not None:
+            return None
+        principal = Principal(
+            row.id,
+            row.name,
+            row.role,
+            frozenset(orjson.loads(row.queues)) if row.queues else None,
+            frozenset(orjson.loads(row.agents)) if row.agents else None,
+        )
+        with self._lock:
+            self._cache[key] = (now + CACHE_SECONDS, principal)
+        return principal
+
     def verify(self, token: str) -> Principal | None:
         now = time.monotonic()
         hit = self._cache.get(token)

@@ -1,0 +1,1 @@
+"""``proctor demo``: a support agent on realistic tickets, governed end to end."""
