@@ -22,8 +22,10 @@ from proctor.server.app import create_app
 from proctor.server.auth import create_token
 
 CHROMIUM = "/usr/bin/chromium"
+# Screenshots land in build/screenshots; PROCTOR_SCREENSHOTS=docs/screenshots refreshes the
+# ones the README shows.
 SHOTS = Path(
-    os.environ.get("PROCTOR_SCREENSHOTS", Path(__file__).parent.parent / "docs" / "screenshots")
+    os.environ.get("PROCTOR_SCREENSHOTS", Path(__file__).parent.parent / "build" / "screenshots")
 )
 POLICY = """
 policy: console-test
