@@ -19,6 +19,9 @@ ENVELOPE_TOOLS = "envelope.tools"
 ENVELOPE_DATA = "envelope.data"
 DEFAULTS = "defaults"
 EVALUATION_ERROR = "evaluation-error"
+# What the CEL runtime raises for a bad evaluation (missing key, wrong types, division by
+# zero, overflow): each one denies the action, naming it. Anything else is a bug.
+CEL_ERRORS = (KeyError, TypeError, ValueError, RuntimeError, ZeroDivisionError, OverflowError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,14 +115,7 @@ def evaluate(policy: CompiledPolicy, action: Action) -> Decision:
     if policy.risk is not None:
         try:
             value = policy.risk.execute(ctx)
-        except (
-            KeyError,
-            TypeError,
-            ValueError,
-            RuntimeError,
-            ZeroDivisionError,
-            OverflowError,
-        ) as exc:
+        except CEL_ERRORS as exc:
             return _failed("the risk expression", exc, version)
         if isinstance(value, bool) or not isinstance(value, int | float):
             return refuse(
@@ -135,14 +131,7 @@ def evaluate(policy: CompiledPolicy, action: Action) -> Decision:
     for rule in policy.candidates(action.tool):
         try:
             result = rule.program.execute(ctx)
-        except (
-            KeyError,
-            TypeError,
-            ValueError,
-            RuntimeError,
-            ZeroDivisionError,
-            OverflowError,
-        ) as exc:
+        except CEL_ERRORS as exc:
             return _failed(f"rule '{rule.id}'", exc, version, rule.id)
         if result is True:
             matched.append(rule)

@@ -36,9 +36,10 @@ from ..policy import Action
 from ..review.items import ANSWERED, RECHECK_SECONDS, STATUSES, ReviewItem, status_of
 from ..runs import Run
 from ..sdk import Proctor
-from ..store.tables import audit_log, policies, state
+from ..store.tables import audit_log, policies
 from .app import ORJSONResponse, Unauthorized
 from .auth import Principal, create_token, list_tokens, revoke_token
+from .console_data import policy_history
 from .schemas import (
     INT64_MAX,
     ActionIn,
@@ -422,18 +423,8 @@ def apply_policy(body: PolicyIn, who: Who, request: Request) -> Any:
 def list_policies(who: Who, request: Request) -> Any:
     """Every stored version, newest first, marking the active one."""
     need(who, *READERS)
-    with _px(request).store.read() as conn:
-        active = conn.execute(sa.select(state.c.policy_version)).scalar()
-        rows = conn.execute(
-            sa.select(
-                policies.c.version,
-                policies.c.name,
-                policies.c.created_at,
-                policies.c.author,
-                policies.c.message,
-            ).order_by(policies.c.created_at.desc())
-        ).all()
-    return [{**r._asdict(), "active": r.version == active} for r in rows]
+    active, history = policy_history(_px(request).store)
+    return [{**row, "active": row["version"] == active} for row in history]
 
 
 @router.get("/policies/active", tags=["policies"])

@@ -169,7 +169,16 @@ class TokenVerifier:
 
     def by_id(self, token_id: str) -> Principal | None:
         """The principal of a console session (which stores only the token's id)."""
-        key = "id:" + token_id
+        return self._lookup("id:" + token_id, token_id, None)
+
+    def verify(self, token: str) -> Principal | None:
+        """The principal of a bearer token, or None when it is malformed, unknown or revoked."""
+        parts = token.split("_", 2)
+        if len(parts) != 3 or parts[0] != "pxt" or not parts[1] or not parts[2]:
+            return None
+        return self._lookup(token, parts[1], parts[2])
+
+    def _lookup(self, key: str, token_id: str, secret: str | None) -> Principal | None:
         now = time.monotonic()
         hit = self._cache.get(key)
         if hit is not None and hit[0] > now:
@@ -178,30 +187,7 @@ class TokenVerifier:
             row = conn.execute(sa.select(tokens).where(tokens.c.id == token_id)).first()
         if row is None or row.revoked_at is not None:
             return None
-        principal = Principal(
-            row.id,
-            row.name,
-            row.role,
-            frozenset(orjson.loads(row.queues)) if row.queues else None,
-            frozenset(orjson.loads(row.agents)) if row.agents else None,
-        )
-        with self._lock:
-            self._cache[key] = (now + CACHE_SECONDS, principal)
-        return principal
-
-    def verify(self, token: str) -> Principal | None:
-        now = time.monotonic()
-        hit = self._cache.get(token)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        parts = token.split("_", 2)
-        if len(parts) != 3 or parts[0] != "pxt" or not parts[1] or not parts[2]:
-            return None
-        with self.store.read() as conn:
-            row = conn.execute(sa.select(tokens).where(tokens.c.id == parts[1])).first()
-        if row is None or row.revoked_at is not None:
-            return None
-        if not hmac.compare_digest(row.secret_hash, _hash(parts[2])):
+        if secret is not None and not hmac.compare_digest(row.secret_hash, _hash(secret)):
             return None
         principal = Principal(
             row.id,
@@ -211,7 +197,7 @@ class TokenVerifier:
             frozenset(orjson.loads(row.agents)) if row.agents else None,
         )
         with self._lock:
-            if len(self._cache) > 4096:
+            if len(self._cache) > 4096:  # bounded: tokens are few, guesses are not cached
                 self._cache.clear()
-            self._cache[token] = (now + CACHE_SECONDS, principal)
+            self._cache[key] = (now + CACHE_SECONDS, principal)
         return principal

@@ -83,30 +83,27 @@ def _p95(values: list[float]) -> float:
     return s[min(len(s) - 1, int(len(s) * 0.95))]
 
 
-def run_records(store: Store, run_id: str, limit: int = 500) -> list[dict[str, Any]]:
-    """One run's records in order: its start, decisions, outcomes, end."""
-    pattern = f'%"run_id":"{run_id}"%'
+def _records_mentioning(store: Store, text: str, limit: int) -> list[dict[str, Any]]:
+    """Records whose JSON contains ``text``, in order (LIKE wildcards in it are escaped)."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     with store.read() as conn:
         rows = conn.execute(
             sa.select(audit_log.c.record)
-            .where(audit_log.c.record.like(pattern))
+            .where(audit_log.c.record.like(f"%{escaped}%", escape="\\"))
             .order_by(audit_log.c.seq)
             .limit(limit)
         ).all()
     return [orjson.loads(r) for (r,) in rows]
+
+
+def run_records(store: Store, run_id: str, limit: int = 500) -> list[dict[str, Any]]:
+    """One run's records in order: its start, decisions, outcomes, end."""
+    return _records_mentioning(store, f'"run_id":"{run_id}"', limit)
 
 
 def item_records(store: Store, item_id: str, limit: int = 100) -> list[dict[str, Any]]:
     """Everything the log says about one review item, in order."""
-    pattern = f'%"{item_id}"%'
-    with store.read() as conn:
-        rows = conn.execute(
-            sa.select(audit_log.c.record)
-            .where(audit_log.c.record.like(pattern))
-            .order_by(audit_log.c.seq)
-            .limit(limit)
-        ).all()
-    return [orjson.loads(r) for (r,) in rows]
+    return _records_mentioning(store, f'"{item_id}"', limit)
 
 
 def audit_search(
