@@ -15,7 +15,7 @@ agents:
   bot:
     tools: [refund, reply, lookup, export]
     data: [orders, customers.contact]
-    autonomy: 2
+    autonomy: 3
 risk: "(has(args.amount) && args.amount > 500.0 ? 0.5 : 0.0) + (action.reversible ? 0.0 : 0.3)"
 rules:
   - {id: ok, when: 'tool in ["refund", "lookup", "reply"]', decide: allow}

@@ -20,12 +20,16 @@ import orjson
 from ._errors import PolicyError, StoreError
 from ._masking import mask
 from .audit.chain import canonical
+from .controls import Controls
+from .controls import load as load_controls
+from .limits import check_and_count
 from .policy import Action, CompiledPolicy, Decision, compile_policy, evaluate
 from .policy.evaluate import refuse, sampled
 from .runs import Run
 from .store import Store, WriteTx
 
 NO_POLICY = "no-policy"
+KILL_SWITCH = "kill-switch"
 STORE_UNAVAILABLE = "store-unavailable"
 SERVER_UNREACHABLE = "server-unreachable"
 PAYLOAD_TOO_LARGE = "payload-too-large"
@@ -62,12 +66,22 @@ class Gate:
         self.store = store
         self.max_args_bytes = max_args_bytes
         self._policies: dict[str, CompiledPolicy] = {}
+        self._controls: tuple[int, Controls] | None = None
         self._policies_lock = threading.Lock()
 
     # -- policy ------------------------------------------------------------------------
 
+    def controls_for(self, tx: WriteTx) -> Controls:
+        """The agents' controls, reloaded only when their epoch moved."""
+        cached = self._controls
+        if cached is None or cached[0] != tx.controls_epoch:
+            cached = self._controls = (tx.controls_epoch, load_controls(tx))
+        return cached[1]
+
     def policy_for(self, tx: WriteTx) -> CompiledPolicy | None:
-        version = tx.policy_version
+        return self.version_for(tx, tx.policy_version)
+
+    def version_for(self, tx: WriteTx, version: str | None) -> CompiledPolicy | None:
         if version is None:
             return None
         policy = self._policies.get(version)
@@ -122,7 +136,17 @@ class Gate:
         params: dict[str, Any] | None,
     ) -> Verdict:
         policy: CompiledPolicy | None = None
-        if size > self.max_args_bytes:
+        controls = self.controls_for(tx)
+        stopped = controls.kill_reason(action.agent)
+        stage = controls.stages.get(action.agent)
+        shadow: dict[str, Any] | None = None
+        if stopped is not None:
+            decision = refuse(
+                f"agent '{action.agent}' is stopped by the kill switch: {stopped}",
+                KILL_SWITCH,
+                tx.policy_version,
+            )
+        elif size > self.max_args_bytes:
             decision = refuse(
                 f"the arguments are {size} bytes, over the {self.max_args_bytes}-byte limit",
                 PAYLOAD_TOO_LARGE,
@@ -139,11 +163,14 @@ class Gate:
                     error="PolicyError",
                 )
             else:
-                decision = (
-                    evaluate(policy, action)
-                    if policy is not None
-                    else refuse("no policy has been applied; everything is denied", NO_POLICY, None)
-                )
+                if policy is None:
+                    decision = refuse(
+                        "no policy has been applied; everything is denied", NO_POLICY, None
+                    )
+                else:
+                    decision = evaluate(policy, action, stage)
+                    shadow = self._shadow(tx, action, stage, decision)
+                    decision = check_and_count(tx, policy, action, run, decision)
         stored = self.stored(action, policy, digest, size)
         if run is not None and not run.started:
             self._record_run_start(tx, run, policy.sensitive if policy is not None else ())
@@ -165,15 +192,42 @@ class Gate:
                 expires_in=timeout,
                 params=params,
             )
+        body = self.decision_body(decision, action, stored, run, item_id)
+        if stage is not None:
+            body["autonomy"] = stage
+        if shadow is not None:
+            body["shadow"] = shadow
         rec = tx.append(
             "decision",
-            self.decision_body(decision, action, stored, run, item_id),
+            body,
             agent=action.agent,
             tool=action.tool,
             decision=decision.decision,
             record_id=decision_id,
         )
         return Verdict(decision, rec.id, rec.seq, item_id, timeout, on_timeout)
+
+    def _shadow(
+        self, tx: WriteTx, action: Action, stage: int | None, decision: Decision
+    ) -> dict[str, Any] | None:
+        """Evaluate the shadow candidate beside the active policy; report disagreement only."""
+        if tx.shadow_version is None or tx.shadow_version == tx.policy_version:
+            return None
+        try:
+            candidate = self.version_for(tx, tx.shadow_version)
+        except PolicyError:
+            return None
+        if candidate is None:
+            return None
+        theirs = evaluate(candidate, action, stage)
+        if theirs.decision == decision.decision and theirs.rule_ids == decision.rule_ids:
+            return None
+        return {
+            "version": candidate.version,
+            "decision": theirs.decision,
+            "rules": list(theirs.rule_ids),
+            "reason": theirs.reason,
+        }
 
     def stored(
         self, action: Action, policy: CompiledPolicy | None, digest: str, size: int

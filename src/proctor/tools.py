@@ -327,6 +327,13 @@ def claim_grant(px: Proctor, item_id: str, original_digest: str | None) -> Grant
         if state == "done":
             return None
         item = backend.item(item_id)
+        if state == "frozen":
+            raise Denied(
+                f"agent '{item.agent}' is stopped by the kill switch: its approved"
+                f" action {item_id} is frozen until the agent is revived",
+                rule_ids=("kill-switch",),
+                decision_id=item.decision_id,
+            )
         if state == "failed":
             error_type = (item.result_error or "Error").split(":", 1)[0]
             raise ToolFailed(

@@ -7,7 +7,7 @@ Combining: ``deny`` beats ``review`` beats ``allow``; no match falls to
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import cel
@@ -80,7 +80,42 @@ def in_scope(read: str, scopes: list[str]) -> bool:
     return any(read == s or read.startswith(s + ".") or s == "*" for s in scopes)
 
 
-def evaluate(policy: CompiledPolicy, action: Action) -> Decision:
+def evaluate(policy: CompiledPolicy, action: Action, autonomy: int | None = None) -> Decision:
+    """The policy's decision; ``autonomy`` overrides the agent's declared stage (a runtime
+    control), both for rules that read ``agent.autonomy`` and for the stage's own effect."""
+    decision = _evaluate(policy, action, autonomy)
+    agent = policy.agents.get(action.agent)
+    if agent is None or decision.decision == "deny":
+        return decision
+    return apply_autonomy(policy, decision, autonomy or agent.autonomy)
+
+
+def apply_autonomy(policy: CompiledPolicy, decision: Decision, stage: int) -> Decision:
+    """The stage applies even when no rule mentions it.
+
+    1 assisted and 2 guided: every action a rule allows still needs a human.
+    3 controlled autonomy: the rules as written. 4 strategic autonomy: allowed actions run,
+    and their failures escalate to a human.
+    """
+    queue = policy.document.defaults.queue or next(iter(policy.queues), None)
+    if stage in (1, 2) and decision.decision == "allow" and queue is not None:
+        name = "assisted" if stage == 1 else "guided"
+        return replace(
+            decision,
+            decision="review",
+            rule_ids=(*decision.rule_ids, f"autonomy.stage{stage}"),
+            reason=f"the agent is at stage {stage} ({name}): a human approves every action",
+            queue=queue,
+            on_error=False,
+            sample=0.0,
+            sample_queue=None,
+        )
+    if stage == 4 and decision.decision == "allow" and not decision.on_error and queue:
+        return replace(decision, on_error=True, queue=queue)
+    return decision
+
+
+def _evaluate(policy: CompiledPolicy, action: Action, autonomy: int | None) -> Decision:
     version = policy.version
     agent = policy.agents.get(action.agent)
     if agent is None:
@@ -103,7 +138,7 @@ def evaluate(policy: CompiledPolicy, action: Action) -> Decision:
     needs = policy.needs(action.tool)
     roots = needs.roots
     try:
-        ctx = _context(policy, action, needs)
+        ctx = _context(policy, action, needs, autonomy)
     except (TypeError, ValueError, OverflowError) as exc:
         return refuse(
             f"the action's arguments or context cannot be given to CEL: {exc}",
@@ -145,7 +180,7 @@ def evaluate(policy: CompiledPolicy, action: Action) -> Decision:
     return _combine(policy, matched, risk)
 
 
-def _context(policy: CompiledPolicy, action: Action, needs: Needs) -> Any:
+def _context(policy: CompiledPolicy, action: Action, needs: Needs, autonomy: int | None) -> Any:
     """A CEL context with only the variables the candidate rules read.
 
     Converting values into CEL costs microseconds each, so the per-agent and per-tool part
@@ -153,7 +188,7 @@ def _context(policy: CompiledPolicy, action: Action, needs: Needs) -> Any:
     (strictly, type for type) from what that context already holds: within a run the
     context rarely changes between actions.
     """
-    key = (action.agent, action.tool, action.reversible, action.reads)
+    key = (action.agent, action.tool, action.reversible, action.reads, autonomy)
     cache: dict[tuple[Any, ...], list[Any]] | None = getattr(policy.local, "contexts", None)
     if cache is None:
         cache = policy.local.contexts = {}
@@ -163,6 +198,8 @@ def _context(policy: CompiledPolicy, action: Action, needs: Needs) -> Any:
         static: dict[str, Any] = {"tool": action.tool}
         if "agent" in roots:
             static["agent"] = policy.agent_maps[action.agent]
+            if autonomy is not None:
+                static["agent"] = {**static["agent"], "autonomy": autonomy}
         if "action" in roots:
             static["action"] = {"reversible": action.reversible, "reads": list(action.reads)}
         entry = [cel.Context(static), _NOTHING, _NOTHING]

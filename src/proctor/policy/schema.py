@@ -70,6 +70,7 @@ class Limit(_Model):
     per_day: int | None = Field(default=None, ge=0)
     per_run: int | None = Field(default=None, ge=0)
     cost_per_day: float | None = Field(default=None, ge=0)
+    on_exceed: Literal["deny", "review"] = "deny"
 
 
 class Agent(_Model):

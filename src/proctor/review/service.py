@@ -22,6 +22,7 @@ import orjson
 
 from .._errors import Conflict, Forbidden, InvalidRequest, NotFound
 from ..audit.chain import canonical
+from ..controls import load as load_controls
 from ..policy import Action, CompiledPolicy, evaluate
 from ..store import WriteTx
 from .params import check_edit
@@ -380,6 +381,8 @@ class ReviewService:
                 return Claim("busy", item)
             if status != "approved":
                 return Claim(status, item)
+            if load_controls(tx).kill_reason(item["agent"]) is not None:
+                return Claim("frozen", item)  # a stopped agent's grants wait for a revive
             if item["grant_expires_at"] is not None and item["grant_expires_at"] < time.time():
                 self._update(tx, item_id, status="expired")
                 self._log(tx, "grant.expire", item)

@@ -52,13 +52,22 @@ class WriteTx:
     """One write transaction holding the chain head: append records, run statements."""
 
     def __init__(
-        self, store: Store, cursor: Any, head_seq: int, head_hash: str, policy_version: str | None
+        self,
+        store: Store,
+        cursor: Any,
+        head_seq: int,
+        head_hash: str,
+        policy_version: str | None,
+        controls_epoch: int = 0,
+        shadow_version: str | None = None,
     ) -> None:
         self._store = store
         self.cursor = cursor
         self.head_seq = head_seq
         self.head_hash = head_hash
         self.policy_version = policy_version
+        self.controls_epoch = controls_epoch
+        self.shadow_version = shadow_version
         self._dirty = False
         self._policy_changed = False
         self.woken: list[str] = []
@@ -110,12 +119,33 @@ class WriteTx:
         self.policy_version = version
         self._policy_changed = True
 
+    def set_shadow_version(self, version: str | None) -> None:
+        self.shadow_version = version
+        self._policy_changed = True
+
+    def bump_controls(self) -> None:
+        """Every process reloads its agent controls at its next decision."""
+        self.controls_epoch += 1
+        self._policy_changed = True
+
     def _finish(self) -> None:
-        if self._dirty or self._policy_changed:
+        if self._policy_changed:
             self.sql(
                 "UPDATE proctor_state SET head_seq = ?, head_hash = ?, policy_version = ?,"
-                " updated_at = ? WHERE id = 1",
-                (self.head_seq, self.head_hash, self.policy_version, time.time()),
+                " controls_epoch = ?, shadow_version = ?, updated_at = ? WHERE id = 1",
+                (
+                    self.head_seq,
+                    self.head_hash,
+                    self.policy_version,
+                    self.controls_epoch,
+                    self.shadow_version,
+                    time.time(),
+                ),
+            )
+        elif self._dirty:  # the hot path: a decision moves only the head
+            self.sql(
+                "UPDATE proctor_state SET head_seq = ?, head_hash = ?, updated_at = ? WHERE id = 1",
+                (self.head_seq, self.head_hash, time.time()),
             )
 
 
@@ -260,14 +290,15 @@ class Store:
             if self.dialect == "sqlite":
                 cur.execute("BEGIN IMMEDIATE")
                 row = cur.execute(
-                    "SELECT head_seq, head_hash, policy_version FROM proctor_state WHERE id = 1"
+                    "SELECT head_seq, head_hash, policy_version, controls_epoch, shadow_version"
+                    " FROM proctor_state WHERE id = 1"
                 ).fetchone()
             else:
                 row = cur.execute(
-                    "SELECT head_seq, head_hash, policy_version FROM proctor_state"
-                    " WHERE id = 1 FOR UPDATE"
+                    "SELECT head_seq, head_hash, policy_version, controls_epoch, shadow_version"
+                    " FROM proctor_state WHERE id = 1 FOR UPDATE"
                 ).fetchone()
-            tx = WriteTx(self, cur, row[0], row[1], row[2])
+            tx = WriteTx(self, cur, row[0], row[1], row[2], row[3], row[4])
         except DBAPI_ERRORS as exc:
             self._discard(raw)
             raise StoreError(f"the decision store is unavailable ({self.safe_url}): {exc}") from exc

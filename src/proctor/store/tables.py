@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Float,
     Index,
@@ -28,6 +29,10 @@ state = Table(
     Column("head_hash", String(64), nullable=False),
     Column("policy_version", String(64), nullable=True),
     Column("updated_at", Float, nullable=False),
+    # 0004: bumped on every kill, revive or stage change, so each process reloads its
+    # controls the moment they change and not otherwise
+    Column("controls_epoch", Integer, nullable=False, server_default="0"),
+    Column("shadow_version", String(64), nullable=True),
 )
 
 policies = Table(
@@ -141,3 +146,23 @@ idempotency = Table(
     sqlite_with_rowid=False,
 )
 Index("ix_idempotency_created", idempotency.c.created_at)  # pruning old keys
+
+controls = Table(
+    "proctor_controls",
+    metadata,
+    Column("agent", String(200), primary_key=True),  # "*": every agent
+    Column("killed", Boolean, nullable=False, server_default="0"),
+    Column("reason", Text, nullable=True),
+    Column("stage", Integer, nullable=True),
+    Column("updated_at", Float, nullable=False),
+    Column("updated_by", String(200), nullable=True),
+)
+
+counters = Table(
+    "proctor_counters",
+    metadata,
+    Column("key", String(400), primary_key=True),
+    Column("window_start", Float, nullable=False),
+    Column("value", Float, nullable=False),
+    sqlite_with_rowid=False,
+)
