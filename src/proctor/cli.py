@@ -69,9 +69,29 @@ def policy_test(file: Path) -> None:
 @database_option
 @click.option("--author", help="Who made this change.")
 @click.option("--message", "-m", help="Why it was made.")
-def policy_apply(file: Path, database: str | None, author: str | None, message: str | None) -> None:
+@click.option(
+    "--shadow",
+    is_flag=True,
+    help="Evaluate it beside the active policy on live traffic, without enforcing it.",
+)
+def policy_apply(
+    file: Path, database: str | None, author: str | None, message: str | None, shadow: bool
+) -> None:
     """Validate, test and activate a policy for every process on the database."""
     with Proctor(database) as px:
+        if shadow:
+            from .policy import lifecycle
+
+            text, source = read_policy_source(file)
+            candidate = compile_policy(text, source)
+            failed = [r for r in run_tests(candidate) if not r.passed]
+            if failed:
+                raise PolicyError(
+                    f"policy test {failed[0].index + 1} fails: {failed[0].message}", source=source
+                )
+            lifecycle.apply_shadow(px.store, candidate, text, author, message)
+            out.print(f"shadowing {file}: version {candidate.version} (not enforced)")
+            return
         version = px.policy.apply(file, author=author, message=message)
     out.print(f"applied {file}: version {version}")
 
@@ -213,6 +233,17 @@ def bench_server(database: str | None, seconds: float, rules: int, as_json: bool
     _print_json(run(database=database, seconds=seconds, rules=rules))
 
 
+@bench.command("kill")
+@click.option("--database", "-d", default=None, help="Database URL (default: a fresh SQLite file).")
+@click.option("--rounds", type=click.IntRange(min=5), default=100, show_default=True)
+@json_flag
+def bench_kill(database: str | None, rounds: int, as_json: bool) -> None:
+    """Kill-switch propagation to another process (kill acknowledged -> first deny)."""
+    from .bench_controls import bench_kill as run
+
+    _print_json(run(database=database, rounds=rounds))
+
+
 def _add_queue() -> None:
     from .cli_demo import demo
     from .cli_queue import queue
@@ -222,6 +253,9 @@ def _add_queue() -> None:
     cli.add_command(serve)
     cli.add_command(token)
     cli.add_command(demo)
+    from .cli_lifecycle import register
+
+    register(cli, policy, audit)
 
 
 _add_queue()
