@@ -3,6 +3,7 @@
 Public API only; everything else is internal and may change.
 """
 
+from . import controls
 from ._errors import (
     ConfigError,
     Conflict,
@@ -51,4 +52,5 @@ __all__ = [
     "ToolFailed",
     "UNSET",
     "Verdict",
+    "controls",
 ]
