@@ -39,6 +39,8 @@ def mask(
 
 
 def _by_name(value: Any, where: str, masked: list[str]) -> Any:
+    if type(value) is dict and _flat_and_clean(value):
+        return value  # the common case, checked without building paths
     if isinstance(value, dict):
         changed: dict[Any, Any] | None = None
         for key, item in value.items():
@@ -57,6 +59,14 @@ def _by_name(value: Any, where: str, masked: list[str]) -> Any:
         items = [_by_name(v, f"{where}[{i}]", masked) for i, v in enumerate(value)]
         return value if all(a is b for a, b in zip(items, value, strict=True)) else items
     return value
+
+
+def _flat_and_clean(value: dict[Any, Any]) -> bool:
+    """No nested containers and no key that names a secret."""
+    for key, item in value.items():
+        if type(item) in (dict, list) or (type(key) is str and key.lower() in SECRET_KEYS):
+            return False
+    return True
 
 
 def _by_path(value: Any, path: tuple[str, ...], where: str, masked: list[str]) -> Any:
