@@ -207,3 +207,81 @@ def bench_verify(records: int, database: str | None) -> dict[str, Any]:
             "seconds": round(seconds, 3),
             "per_s": round(result.checked / seconds),
         }
+
+
+def bench_trace(rules: int, n: int) -> dict[str, Any]:
+    """A tool call (decision, body, outcome) with tracing off, and on and exporting over
+    OTLP/HTTP to a receiver on loopback; blocks interleaved so drift hits both alike."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    class Sink(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    sink = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    threading.Thread(target=sink.serve_forever, daemon=True).start()
+    provider = TracerProvider()
+    provider.add_span_processor(
+        BatchSpanProcessor(
+            OTLPSpanExporter(endpoint=f"http://127.0.0.1:{sink.server_address[1]}/v1/traces")
+        )
+    )
+    policy = synthetic_policy(rules)
+    results: dict[str, array[int]] = {"off": array("q"), "on": array("q")}
+    with (
+        tempfile.TemporaryDirectory(prefix="proctor-bench-") as tmp,
+        Proctor(f"sqlite:///{tmp}/off.db") as off,
+        Proctor(f"sqlite:///{tmp}/on.db", tracer_provider=provider) as on,
+    ):
+        calls = {}
+        for name, px in (("off", off), ("on", on)):
+            px.policy.apply(policy)
+
+            @px.tool(agent="bench-agent", name="t3")
+            def t3(order_id: str, amount: float) -> str:
+                return order_id
+
+            calls[name] = t3
+        actions = _actions()
+        block = max(100, n // 20)
+        for _ in range(2):  # warm both
+            for name in ("off", "on"):
+                for a in actions[:block]:
+                    calls[name](**a.args)
+        for start in range(0, n, block):
+            for name in ("off", "on"):
+                fn = calls[name]
+                for i in range(start, min(n, start + block)):
+                    a = actions[i % len(actions)]
+                    t = time.perf_counter_ns()
+                    fn(**a.args)
+                    results[name].append(time.perf_counter_ns() - t)
+        provider.shutdown()
+    sink.shutdown()
+    sink.server_close()
+    off_p, on_p = _percentiles(results["off"]), _percentiles(results["on"])
+    return {
+        "bench": "gate-trace",
+        "rules": rules,
+        "n": n,
+        "backend": "sqlite",
+        "what": "tool call: decision + body + outcome, 2 durable records",
+        "off_p50_us": off_p["p50_us"],
+        "off_p99_us": off_p["p99_us"],
+        "on_p50_us": on_p["p50_us"],
+        "on_p99_us": on_p["p99_us"],
+        "p50_us": on_p["p50_us"],
+        "p99_us": on_p["p99_us"],
+        "per_s": round(1e6 / on_p["mean_us"]),
+        "overhead_p50_pct": round(100 * (on_p["p50_us"] / off_p["p50_us"] - 1), 1),
+    }

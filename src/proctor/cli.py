@@ -162,8 +162,18 @@ def _print_json(data: dict[str, Any]) -> None:
 @click.option("--database", "-d", default=None, help="Database URL (default: a fresh SQLite file).")
 @click.option("-n", "count", type=click.IntRange(min=100), default=20_000, show_default=True)
 @json_flag
-def bench_gate(rules: int, database: str | None, count: int, as_json: bool) -> None:
+@click.option(
+    "--trace",
+    is_flag=True,
+    help="Tool calls with tracing off vs on and exporting over OTLP (SQLite).",
+)
+def bench_gate(rules: int, database: str | None, count: int, as_json: bool, trace: bool) -> None:
     """Gate decisions: evaluate + durable hash-chained record."""
+    if trace:
+        from .bench import bench_trace
+
+        _print_json(bench_trace(rules=rules, n=count))
+        return
     from .bench import bench_gate as run
 
     _print_json(run(rules=rules, database=database, n=count))

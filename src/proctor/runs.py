@@ -36,6 +36,8 @@ class Run:
     history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=25))
     holding: set[str] = field(default_factory=set)  # pending approvals that hold this run
     _token: Token[Run | None] | None = field(default=None, repr=False)
+    tracer: Any = field(default=None, repr=False)
+    _span: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.parent is not None:
@@ -55,6 +57,12 @@ class Run:
         self.context = {**self.context, **context}
 
     def __enter__(self) -> Run:
+        if self.tracer is not None:
+            from .telemetry.tracing import run_span, trace_id_hex
+
+            self._span = run_span(self.tracer, self.agent, self.id)
+            span = self._span.__enter__()
+            self.trace_id = trace_id_hex(span)  # the log and the traces share the id
         self._token = _current.set(self)
         return self
 
@@ -67,5 +75,10 @@ class Run:
         if self._token is not None:
             _current.reset(self._token)
             self._token = None
-        if self.started:
-            self.backend.end_run(self, exc)
+        try:
+            if self.started:
+                self.backend.end_run(self, exc)
+        finally:
+            if self._span is not None:
+                span_cm, self._span = self._span, None
+                span_cm.__exit__(exc_type, exc, tb)

@@ -17,6 +17,7 @@ from .policy import Action, CompiledPolicy
 from .review.items import ReviewItem
 from .runs import Run, current_run
 from .store import Store
+from .telemetry.tracing import make_tracer
 from .tools import (
     UNSET,
     ToolSpec,
@@ -145,8 +146,10 @@ class Proctor:
         timeout: float = 10.0,
         durability: str | None = None,
         max_args_bytes: int = 1 << 20,
+        tracer_provider: Any = None,
     ) -> None:
         self.backend: Backend
+        self.tracer, self._owned_provider = make_tracer(tracer_provider)
         if url is not None:
             if database is not None:
                 raise ConfigError("give database= (embedded) or url= (a server), not both")
@@ -325,9 +328,14 @@ class Proctor:
         name = agent or (parent.agent if parent is not None else None)
         if name is None:
             raise ConfigError("px.run() needs agent= (or an enclosing run to inherit it from)")
-        return Run(agent=name, context=context, backend=self.backend, parent=parent)
+        return Run(
+            agent=name, context=context, backend=self.backend, parent=parent, tracer=self.tracer
+        )
 
     def close(self) -> None:
+        if self._owned_provider is not None:
+            self._owned_provider.shutdown()  # flushes spans still in the batch
+            self._owned_provider = None
         self.backend.close()
 
     def __enter__(self) -> Proctor:

@@ -27,6 +27,7 @@ from .review.items import RECHECK_SECONDS, ReviewItem
 from .review.params import describe
 from .review.service import owner_id
 from .runs import Run, current_run
+from .telemetry.tracing import describe_decision, tool_span, wait_span
 
 if TYPE_CHECKING:
     from .sdk import Proctor
@@ -158,15 +159,13 @@ def make_spec(
 def wrap(px: Proctor, spec: ToolSpec) -> Callable[..., Any]:
     if spec.is_async:
 
-        @functools.wraps(spec.fn)
-        async def async_tool(*args: Any, **kwargs: Any) -> Any:
+        async def call_async(args: tuple[Any, ...], kwargs: dict[str, Any], span: Any) -> Any:
             action, run = spec.action(args, kwargs)
             await asyncio.to_thread(_hold, px, spec, action, run)
-            verdict = px.backend.decide(action, run, spec.params)
-            _note_hold(verdict, run)
+            verdict = _decide(px, spec, action, run, span)
             _raise_if_denied(verdict)
             if verdict.decision.decision == "review":
-                item = await asyncio.to_thread(answer, px, spec, verdict, run)
+                item = await asyncio.to_thread(_answer_traced, px, spec, verdict, run, span)
                 claim = await asyncio.to_thread(claim_grant, px, item.id, item.args_digest)
                 if claim is None:
                     return px.recorded_result(item.id)
@@ -174,28 +173,59 @@ def wrap(px: Proctor, spec: ToolSpec) -> Callable[..., Any]:
                 return await run_async(px, spec, claim, run, call)
             return await execute_async(px, spec, verdict, action, run, args, kwargs)
 
+        @functools.wraps(spec.fn)
+        async def async_tool(*args: Any, **kwargs: Any) -> Any:
+            tracer = px.tracer
+            if tracer is None:
+                return await call_async(args, kwargs, None)
+            with tool_span(tracer, spec.agent_for(current_run()), spec.name) as span:
+                return await call_async(args, kwargs, span)
+
         async_tool.__proctor_tool__ = spec  # type: ignore[attr-defined]
         px.register(spec)
         return async_tool
 
-    @functools.wraps(spec.fn)
-    def tool(*args: Any, **kwargs: Any) -> Any:
+    def call(args: tuple[Any, ...], kwargs: dict[str, Any], span: Any) -> Any:
         action, run = spec.action(args, kwargs)
         _hold(px, spec, action, run)
-        verdict = px.backend.decide(action, run, spec.params)
-        _note_hold(verdict, run)
+        verdict = _decide(px, spec, action, run, span)
         _raise_if_denied(verdict)
         if verdict.decision.decision == "review":
-            item = answer(px, spec, verdict, run)
+            item = _answer_traced(px, spec, verdict, run, span)
             claim = claim_grant(px, item.id, item.args_digest)
             if claim is None:
                 return px.recorded_result(item.id)
             return run_sync(px, spec, claim, run, spec.with_edits(args, kwargs, claim.edited_args))
         return execute(px, spec, verdict, action, run, args, kwargs)
 
+    @functools.wraps(spec.fn)
+    def tool(*args: Any, **kwargs: Any) -> Any:
+        tracer = px.tracer
+        if tracer is None:  # tracing off: no spans, no attribute work
+            return call(args, kwargs, None)
+        with tool_span(tracer, spec.agent_for(current_run()), spec.name) as span:
+            return call(args, kwargs, span)
+
     tool.__proctor_tool__ = spec  # type: ignore[attr-defined]
     px.register(spec)
     return tool
+
+
+def _decide(px: Proctor, spec: ToolSpec, action: Action, run: Run | None, span: Any) -> Verdict:
+    verdict = px.backend.decide(action, run, spec.params)
+    if span is not None:
+        describe_decision(span, verdict)
+    _note_hold(verdict, run)
+    return verdict
+
+
+def _answer_traced(
+    px: Proctor, spec: ToolSpec, verdict: Verdict, run: Run | None, span: Any
+) -> ReviewItem:
+    if span is None or verdict.item_id is None or px.tracer is None:
+        return answer(px, spec, verdict, run)
+    with wait_span(px.tracer, verdict.item_id, span):
+        return answer(px, spec, verdict, run)
 
 
 def _note_hold(verdict: Verdict, run: Run | None) -> None:

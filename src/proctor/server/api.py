@@ -153,6 +153,7 @@ async def create_action(body: ActionIn, who: Who, request: Request) -> Any:
     px = _px(request)
     local = _local(px)
     run = _run(body.run, px)
+    started = time.perf_counter()
     with local.store.write() as tx:
         if body.idempotency_key:
             seen = tx.sql(
@@ -169,6 +170,7 @@ async def create_action(body: ActionIn, who: Who, request: Request) -> Any:
                 " VALUES (?, ?, ?, ?)",
                 (who.token_id, body.idempotency_key, orjson.dumps(wire).decode(), time.time()),
             )
+    request.app.state.metrics.latency.observe(time.perf_counter() - started)
     # A ready response: FastAPI would otherwise walk the dict through its encoder first.
     return ORJSONResponse(wire)
 

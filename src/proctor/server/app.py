@@ -34,6 +34,7 @@ from .._errors import (
 )
 from .._settings import setting
 from ..sdk import Proctor
+from ..telemetry.metrics import StoreMetrics
 from .auth import Principal, TokenVerifier
 from .console import _LoginNeeded, console, console_error, login_needed
 
@@ -189,6 +190,14 @@ def create_app(
     def healthz() -> dict[str, Any]:
         """The process is up."""
         return {"ok": True}
+
+    metrics = StoreMetrics(px.store)
+    app.state.metrics = metrics
+
+    @app.get("/metrics", tags=["health"])
+    def prometheus() -> Response:
+        """Prometheus metrics (text format), for the whole database, not only this server."""
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     @app.get("/readyz", tags=["health"])
     def readyz() -> Response:

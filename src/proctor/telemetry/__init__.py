@@ -1,0 +1,1 @@
+"""Telemetry: OpenTelemetry traces (GenAI conventions) and Prometheus metrics."""

@@ -1,0 +1,125 @@
+"""Prometheus metrics for ``/metrics``, read from the store so that decisions made by
+embedded agents in other processes count as much as those made through this server.
+
+Each scrape reads only what is new since the previous one (a watermark on the log's seq
+and on review decision times); queue depth is read whole (it is indexed and small).
+Counters restart at zero when the server does, which Prometheus handles.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ..store import Store
+from ..store.tables import audit_log, review_items
+
+LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
+WAIT_BUCKETS = (1, 10, 30, 60, 300, 900, 1800, 3600, 4 * 3600, 24 * 3600)
+
+
+class StoreMetrics:
+    """The metrics of one server, registered in their own registry."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.decisions = Counter(
+            "proctor_decisions",
+            "Gate decisions by outcome.",
+            ["decision", "agent", "tool"],
+            registry=self.registry,
+        )
+        self.executions = Counter(
+            "proctor_executions",
+            "Tool calls that ran, by outcome.",
+            ["agent", "tool", "outcome"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "proctor_gate_latency_seconds",
+            "Time to decide and record an action sent to this server.",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.time_to_decision = Histogram(
+            "proctor_review_time_to_decision_seconds",
+            "From a review item's opening to a human's decision, by queue.",
+            ["queue"],
+            buckets=WAIT_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(_QueueDepth(store))
+        self._seq = 0
+        self._decided = 0.0
+        self._lock = threading.Lock()
+
+    def refresh(self) -> None:
+        """Fold in what the store recorded since the last scrape."""
+        with self._lock, self.store.read() as conn:
+            rows = conn.execute(
+                sa.select(
+                    audit_log.c.seq,
+                    audit_log.c.kind,
+                    audit_log.c.agent,
+                    audit_log.c.tool,
+                    audit_log.c.decision,
+                    audit_log.c.record,
+                )
+                .where(audit_log.c.seq > self._seq, audit_log.c.kind.in_(["decision", "outcome"]))
+                .order_by(audit_log.c.seq)
+            ).all()
+            for seq, kind, agent, tool, decision, record in rows:
+                if kind == "decision":
+                    self.decisions.labels(decision or "?", agent or "?", tool or "?").inc()
+                else:
+                    outcome = "error" if '"outcome":"error"' in record else "ok"
+                    self.executions.labels(agent or "?", tool or "?", outcome).inc()
+                self._seq = max(self._seq, seq)
+            decided = conn.execute(
+                sa.select(
+                    review_items.c.queue, review_items.c.created_at, review_items.c.decided_at
+                ).where(
+                    review_items.c.decided_at > self._decided,
+                    review_items.c.decided_by != "proctor",
+                )
+            ).all()
+            for queue, created, at in decided:
+                self.time_to_decision.labels(queue).observe(max(0.0, at - created))
+                self._decided = max(self._decided, at)
+
+    def render(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        self.refresh()
+        return generate_latest(self.registry)
+
+
+class _QueueDepth(Collector):
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "proctor_review_queue_depth",
+            "Review items waiting for a human, by queue.",
+            labels=["queue"],
+        )
+        with self.store.read() as conn:
+            rows = conn.execute(
+                sa.select(review_items.c.queue, sa.func.count())
+                .where(review_items.c.status == "pending")
+                .group_by(review_items.c.queue)
+            ).all()
+        for queue, count in rows:
+            family.add_metric([queue], float(count))
+        yield family
+
+    def describe(self) -> Iterator[Any]:
+        return iter(())
