@@ -215,6 +215,7 @@ MATRIX: list[tuple[str, Call, dict[str, int]]] = [
     ("GET active policy", lambda e: ("GET", "/api/v1/policies/active", None), expect(READ)),
     ("GET agents", lambda e: ("GET", "/api/v1/agents", None), expect(READ)),
     ("GET decisions", lambda e: ("GET", "/api/v1/decisions", None), expect(READ)),
+    ("GET kpi", lambda e: ("GET", "/api/v1/kpi", None), expect(READ)),
     ("GET audit verify", lambda e: ("GET", "/api/v1/audit/verify", None), expect(AUDIT)),
     ("GET audit export", lambda e: ("GET", "/api/v1/audit/export", None), expect(AUDIT)),
     (

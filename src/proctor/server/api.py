@@ -480,6 +480,20 @@ def decisions(
     return [{"seq": s, "hash": h, "record": orjson.loads(r)} for s, h, r in rows]
 
 
+@router.get("/kpi", tags=["audit"])
+def kpi(
+    who: Who,
+    request: Request,
+    agent: Annotated[str | None, Query(max_length=200)] = None,
+    since: Annotated[float | None, Query(ge=0, le=1e11)] = None,
+) -> Any:
+    """Workflow KPIs over the records since ``since`` (a Unix time), for one agent or all."""
+    need(who, *READERS)
+    from ..telemetry.kpi import compute
+
+    return compute(_px(request).store, agent=agent, since=since)
+
+
 @router.get("/audit/verify", tags=["audit"])
 def audit_verify(who: Who, request: Request) -> Any:
     """Verify the whole chain and its head."""

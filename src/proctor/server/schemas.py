@@ -74,7 +74,7 @@ class OutcomeIn(_In):
     action: ActionIn
     error_type: str | None = Field(default=None, max_length=200)
     error: str | None = Field(default=None, max_length=2000)
-    duration: float = Field(ge=0)
+    duration: float = Field(ge=0, le=366 * 86400)  # seconds; finite, at most a year
     item_id: str | None = Field(default=None, max_length=64)
     has_result: bool = False
     result: Any = None
