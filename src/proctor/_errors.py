@@ -129,3 +129,35 @@ class InDoubt(ProctorError):
 
 class ConfigError(ProctorError):
     """A setting or argument that cannot be used."""
+
+
+# The HTTP status each error carries (datasette's Base400 idea): the server renders errors
+# with it, and the remote client turns statuses back into the same exceptions.
+HTTP_STATUS: dict[type[ProctorError], int] = {
+    NotFound: 404,
+    Conflict: 409,
+    Forbidden: 403,
+    InvalidRequest: 422,
+    PolicyError: 422,
+    ConfigError: 422,
+    StoreError: 503,
+}
+
+
+def status_of(exc: ProctorError) -> int:
+    for kind in type(exc).__mro__:
+        if kind in HTTP_STATUS:
+            return HTTP_STATUS[kind]
+    return 400
+
+
+def error_for_status(status: int) -> type[ProctorError]:
+    """The exception a client raises for an error status (401 and 413 included)."""
+    if status == 401:
+        return Forbidden
+    if status in (413, 422):
+        return InvalidRequest
+    for kind, code in HTTP_STATUS.items():
+        if code == status:
+            return kind
+    return ProctorError

@@ -16,13 +16,11 @@ from typing import Any
 import httpx
 
 from ._errors import (
-    Conflict,
-    Forbidden,
     InvalidRequest,
     NotFound,
     PolicyError,
-    ProctorError,
     StoreError,
+    error_for_status,
 )
 from .audit.chain import canonical
 from .backend import _NOT_GIVEN, item_from_wire, verdict_from_wire, verdict_to_wire
@@ -34,15 +32,6 @@ from .runs import Run
 
 LONG_POLL = 25.0
 _ITEM_FIELDS = frozenset(ReviewItem.__dataclass_fields__)
-_ERRORS: dict[int, type[ProctorError]] = {
-    403: Forbidden,
-    401: Forbidden,
-    404: NotFound,
-    409: Conflict,
-    413: InvalidRequest,
-    422: InvalidRequest,
-    503: StoreError,
-}
 
 
 def idempotency_key() -> str:
@@ -141,7 +130,7 @@ class RemoteBackend:
             raise PolicyError(
                 message, source="<server>", line=int(body["line"]), column=int(body["column"])
             )
-        kind = _ERRORS.get(response.status_code, ProctorError)
+        kind = error_for_status(response.status_code)
         raise kind(f"{message} (HTTP {response.status_code})")
 
     # -- the agent's side --------------------------------------------------------------

@@ -488,6 +488,25 @@ def resume_call(
 # -- plain execution -----------------------------------------------------------------------
 
 
+def _record(
+    px: Proctor,
+    spec: ToolSpec,
+    verdict: Verdict,
+    action: Action,
+    run: Run | None,
+    start: float,
+    error: BaseException | None,
+) -> None:
+    px.backend.record_outcome(
+        verdict,
+        action,
+        run,
+        error=error,
+        duration=time.perf_counter() - start,
+        params=spec.params if error is not None else None,
+    )
+
+
 def execute(
     px: Proctor,
     spec: ToolSpec,
@@ -501,18 +520,9 @@ def execute(
     try:
         result = spec.fn(*args, **kwargs)
     except Exception as exc:
-        px.backend.record_outcome(
-            verdict,
-            action,
-            run,
-            error=exc,
-            duration=time.perf_counter() - start,
-            params=spec.params,
-        )
+        _record(px, spec, verdict, action, run, start, exc)
         raise
-    px.backend.record_outcome(
-        verdict, action, run, error=None, duration=time.perf_counter() - start
-    )
+    _record(px, spec, verdict, action, run, start, None)
     return result
 
 
@@ -529,16 +539,7 @@ async def execute_async(
     try:
         result = await spec.fn(*args, **kwargs)
     except (Exception, asyncio.CancelledError) as exc:
-        px.backend.record_outcome(
-            verdict,
-            action,
-            run,
-            error=exc,
-            duration=time.perf_counter() - start,
-            params=spec.params,
-        )
+        _record(px, spec, verdict, action, run, start, exc)
         raise
-    px.backend.record_outcome(
-        verdict, action, run, error=None, duration=time.perf_counter() - start
-    )
+    _record(px, spec, verdict, action, run, start, None)
     return result

@@ -23,14 +23,10 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
 from .._errors import (
-    ConfigError,
-    Conflict,
-    Forbidden,
-    InvalidRequest,
-    NotFound,
     PolicyError,
     ProctorError,
     StoreError,
+    status_of,
 )
 from .._settings import setting
 from ..sdk import Proctor
@@ -38,15 +34,6 @@ from ..telemetry.metrics import StoreMetrics
 from .auth import Principal, TokenVerifier
 from .console import _LoginNeeded, console, console_error, login_needed
 
-STATUS: dict[type[ProctorError], int] = {
-    NotFound: 404,
-    Conflict: 409,
-    Forbidden: 403,
-    InvalidRequest: 422,
-    PolicyError: 422,
-    ConfigError: 422,
-    StoreError: 503,
-}
 DEFAULT_MAX_BODY = 1 << 20
 SWEEP_SECONDS = 5.0
 
@@ -58,13 +45,6 @@ class ORJSONResponse(JSONResponse):
 
 class Unauthorized(ProctorError):
     """No valid bearer token."""
-
-
-def _status(exc: ProctorError) -> int:
-    for kind in type(exc).__mro__:
-        if kind in STATUS:
-            return STATUS[kind]
-    return 400
 
 
 class BodyLimit:
@@ -154,7 +134,7 @@ def create_app(
 
     @app.exception_handler(ProctorError)
     async def proctor_error(request: Request, exc: ProctorError) -> Response:
-        status = 401 if isinstance(exc, Unauthorized) else _status(exc)
+        status = 401 if isinstance(exc, Unauthorized) else status_of(exc)
         if status in (401, 403):
             await asyncio.to_thread(_log_refusal, px, request, status, str(exc))
         if not request.url.path.startswith("/api/"):
