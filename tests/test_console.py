@@ -207,6 +207,31 @@ def test_edit_and_approve_releases_the_agent(page: Page, site: Site) -> None:
     shot(page, "overview")
 
 
+def test_the_overview_ranks_open_problems(page: Page, site: Site) -> None:
+    px = site.px
+
+    @px.tool(agent="support-bot", name="lookup_order")
+    def lookup_order(order_id: str) -> str:
+        raise ConnectionError("orders database unreachable")
+
+    for i in range(4):
+        with pytest.raises(ConnectionError):
+            lookup_order(f"A-{i}")
+    login(page, site, "vic")
+    page.goto(site.url + "/")
+    rows = page.locator("#problems tr.problem")
+    assert rows.count() == 1
+    assert rows.first.get_attribute("class") == "problem critical"
+    text = rows.first.inner_text()
+    assert "lookup_order is failing for support-bot" in text
+    assert "4 of 4 calls failed (100%); most often ConnectionError" in text
+    rows.first.locator("a").click()  # to the failed calls in the decision log
+    assert page.url.endswith("/audit?agent=support-bot&tool=lookup_order&kind=outcome")
+    assert page.locator("table tr").count() == 5  # header + four failed calls
+    page.goto(site.url + "/")
+    shot(page, "problems")
+
+
 def test_new_items_appear_without_a_reload(page: Page, site: Site) -> None:
     login(page, site, "ana")
     assert "Nothing waiting" in page.inner_text("table.queue")
@@ -303,7 +328,7 @@ def test_policy_and_audit_pages(page: Page, site: Site) -> None:
 
 
 def test_screenshots_are_real_pngs() -> None:
-    for name in ("queue", "item", "run", "overview"):
+    for name in ("queue", "item", "run", "overview", "problems"):
         path = SHOTS / f"{name}.png"
         if path.exists():
             assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

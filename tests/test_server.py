@@ -216,6 +216,10 @@ MATRIX: list[tuple[str, Call, dict[str, int]]] = [
     ("GET agents", lambda e: ("GET", "/api/v1/agents", None), expect(READ)),
     ("GET decisions", lambda e: ("GET", "/api/v1/decisions", None), expect(READ)),
     ("GET kpi", lambda e: ("GET", "/api/v1/kpi", None), expect(READ)),
+    ("GET alerts", lambda e: ("GET", "/api/v1/alerts", None), expect(READ)),
+    ("POST alerts check", lambda e: ("POST", "/api/v1/alerts/check", None), expect({"admin": 200})),
+    ("GET notifications", lambda e: ("GET", "/api/v1/notifications", None), expect(READ)),
+    ("GET problems", lambda e: ("GET", "/api/v1/problems", None), expect(READ)),
     ("GET audit verify", lambda e: ("GET", "/api/v1/audit/verify", None), expect(AUDIT)),
     ("GET audit export", lambda e: ("GET", "/api/v1/audit/export", None), expect(AUDIT)),
     (

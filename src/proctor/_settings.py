@@ -38,6 +38,19 @@ SETTINGS: tuple[Setting, ...] = (
         " signs in again); set it when several server processes serve one console.",
     ),
     Setting(
+        "public_url",
+        "PROCTOR_PUBLIC_URL",
+        "",
+        "The console's address as people reach it (e.g. https://proctor.example.com); when set,"
+        " notifications link to the item or page they are about.",
+    ),
+    Setting(
+        "alert_check_seconds",
+        "PROCTOR_ALERT_CHECK_SECONDS",
+        "30",
+        "How often a server checks the policy's alerts (seconds).",
+    ),
+    Setting(
         "busy_timeout_ms",
         "PROCTOR_BUSY_TIMEOUT_MS",
         "5000",
@@ -60,3 +73,15 @@ def int_setting(name: str) -> int:
         return int(raw)
     except ValueError as exc:
         raise ConfigError(f"{_BY_NAME[name].env} must be a whole number, got {raw!r}") from exc
+
+
+def float_setting(name: str) -> float:
+    """A positive number of seconds (or other unit) from a setting."""
+    raw = setting(name)
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{_BY_NAME[name].env} must be a number, got {raw!r}") from exc
+    if not value > 0:
+        raise ConfigError(f"{_BY_NAME[name].env} must be greater than zero, got {raw!r}")
+    return value

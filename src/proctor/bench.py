@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from array import array
@@ -209,32 +211,38 @@ def bench_verify(records: int, database: str | None) -> dict[str, Any]:
         }
 
 
+_SINK = """
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class Sink(BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
 def bench_trace(rules: int, n: int) -> dict[str, Any]:
     """A tool call (decision, body, outcome) with tracing off, and on and exporting over
     OTLP/HTTP to a receiver on loopback; blocks interleaved so drift hits both alike."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    class Sink(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("content-length", 0)))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    sink = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
-    threading.Thread(target=sink.serve_forever, daemon=True).start()
+    # the receiver runs in its own process, as a collector does: in this process it would
+    # compete with the agent for the interpreter lock and be counted as tracing's cost
+    sink = subprocess.Popen(
+        [sys.executable, "-c", _SINK], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    assert sink.stdout is not None
+    port = int(sink.stdout.readline())
     provider = TracerProvider()
     provider.add_span_processor(
-        BatchSpanProcessor(
-            OTLPSpanExporter(endpoint=f"http://127.0.0.1:{sink.server_address[1]}/v1/traces")
-        )
+        BatchSpanProcessor(OTLPSpanExporter(endpoint=f"http://127.0.0.1:{port}/v1/traces"))
     )
     policy = synthetic_policy(rules)
     results: dict[str, array[int]] = {"off": array("q"), "on": array("q")}
@@ -267,8 +275,8 @@ def bench_trace(rules: int, n: int) -> dict[str, Any]:
                     fn(**a.args)
                     results[name].append(time.perf_counter_ns() - t)
         provider.shutdown()
-    sink.shutdown()
-    sink.server_close()
+    sink.terminate()
+    sink.wait()
     off_p, on_p = _percentiles(results["off"]), _percentiles(results["on"])
     return {
         "bench": "gate-trace",

@@ -263,6 +263,10 @@ def _add_queue() -> None:
     cli.add_command(serve)
     cli.add_command(token)
     cli.add_command(demo)
+    from .cli_alerts import alerts, problems
+
+    cli.add_command(alerts)
+    cli.add_command(problems)
     from .cli_lifecycle import register
 
     register(cli, policy, audit)

@@ -186,27 +186,31 @@ def register(cli: click.Group, policy: click.Group, audit: click.Group) -> None:
 
     @cli.command("kpi")
     @click.option("--agent", help="Only this agent.")
+    @click.option("--tool", help="Only this tool.")
     @click.option("--since", help="Only after this (30m, 2h, 7d or an ISO time).")
     @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
     @database_option
-    def kpi(agent: str | None, since: str | None, as_json: bool, database: str | None) -> None:
+    def kpi(
+        agent: str | None, tool: str | None, since: str | None, as_json: bool, database: str | None
+    ) -> None:
         """Workflow KPIs: completion, latency, retries, failures, escalation, cost, SLA."""
         import orjson
 
         from .telemetry.kpi import compute
 
         with Proctor(database) as px:
-            result = compute(px.store, agent=agent, since=parse_since(since))
+            result = compute(px.store, agent=agent, tool=tool, since=parse_since(since))
         if as_json:
             click.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
             return
         table = Table(
-            title=f"KPIs{' for ' + agent if agent else ''}{' since ' + since if since else ''}"
+            title=f"KPIs{' for ' + agent if agent else ''}{' of ' + tool if tool else ''}"
+            f"{' since ' + since if since else ''}"
         )
         table.add_column("kpi")
         table.add_column("value")
         for key, value in result.items():
-            if key not in ("agent", "since"):
+            if key not in ("agent", "tool", "since"):
                 shown = value if isinstance(value, str) else orjson.dumps(value).decode()
                 table.add_row(key.replace("_", " "), shown)
         out.print(table)

@@ -8,7 +8,14 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from .source import KEY, Located
 
@@ -52,6 +59,7 @@ class Defaults(_Model):
 
 class Queue(_Model):
     roles: list[str] = []
+    owners: list[str] = []  # notify targets told when an item breaches the SLA
     sla: float | None = None
     escalate_to: str | None = None
     quorum: int = Field(default=1, ge=1, le=20)
@@ -71,6 +79,68 @@ class Limit(_Model):
     per_run: int | None = Field(default=None, ge=0)
     cost_per_day: float | None = Field(default=None, ge=0)
     on_exceed: Literal["deny", "review"] = "deny"
+
+
+ALERT_METRICS = (
+    "run_completion_rate",
+    "retry_frequency",
+    "failure_recovery_rate",
+    "tool_success_rate",
+    "escalation_rate",
+    "deny_rate",
+    "error_rate",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "time_to_resolution_p50_s",
+    "time_to_resolution_p95_s",
+    "cost_per_completed_run",
+    "cost",
+    "silent_failures",
+    "items_past_sla",
+    "queue_depth",
+    "decisions",
+    "denials",
+    "failures",
+)
+AlertMetric = Literal[ALERT_METRICS]  # type: ignore[valid-type]
+Severity = Literal["critical", "warning", "info"]
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://\S+$")
+
+
+class Alert(_Model):
+    id: Annotated[str, Field(pattern=_NAME)]
+    metric: AlertMetric
+    above: float | None = None
+    below: float | None = None
+    window: float = 900.0
+    severity: Severity = "warning"
+    notify: list[str] = []
+    agent: str | None = None
+    tool: str | None = None
+    queue: str | None = None
+    min_events: int = Field(default=1, ge=1)
+    description: str | None = None
+
+    @field_validator("window", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> float:
+        return parse_duration(value)
+
+
+def _targets(value: object) -> list[str]:
+    urls = [value] if isinstance(value, str) else value
+    if not isinstance(urls, list) or not urls:
+        raise ValueError("a notify target is a URL or a list of URLs")
+    for url in urls:
+        if not isinstance(url, str) or not _URL.match(url):
+            raise ValueError(
+                f"{url!r} is not a notification URL (e.g. 'slack://...', "
+                "'mailto://...', 'json://host/path')"
+            )
+    return list(urls)
+
+
+NotifyTarget = Annotated[list[str], BeforeValidator(_targets)]
 
 
 class Agent(_Model):
@@ -120,6 +190,8 @@ class PolicyDocument(_Model):
     sensitive: list[str] = []
     risk: str | None = None
     rules: list[Rule] = []
+    notify: dict[Annotated[str, Field(pattern=_NAME)], NotifyTarget] = {}
+    alerts: list[Alert] = []
     tests: list[PolicyTest] = []
 
 
@@ -194,6 +266,7 @@ def _check_references(doc: PolicyDocument, located: Located) -> None:
                 f"rule '{rule.id}' sends items for review but names no queue "
                 "(set 'queue' or defaults.queue)",
             )
+    _check_alerts(doc, located)
     for i, sensitive in enumerate(doc.sensitive):
         head = sensitive.split(".", 1)[0]
         if head not in ("args", "context") or "." not in sensitive:
@@ -208,3 +281,27 @@ def _check_references(doc: PolicyDocument, located: Located) -> None:
                 and not rule_id.startswith("envelope")
             ):
                 raise located.error(("tests", i, "rules", j), f"unknown rule id '{rule_id}'")
+
+
+def _check_alerts(doc: PolicyDocument, located: Located) -> None:
+    for name, queue in doc.queues.items():
+        for j, target in enumerate(queue.owners):
+            if target not in doc.notify:
+                raise located.error(
+                    ("queues", name, "owners", j), f"owners names unknown notify target '{target}'"
+                )
+    seen: set[str] = set()
+    for i, alert in enumerate(doc.alerts):
+        if alert.id in seen:
+            raise located.error(("alerts", i, "id"), f"duplicate alert id '{alert.id}'")
+        seen.add(alert.id)
+        if (alert.above is None) == (alert.below is None):
+            raise located.error(
+                ("alerts", i, "metric"),
+                f"alert '{alert.id}' needs exactly one threshold: 'above' or 'below'",
+            )
+        for j, target in enumerate(alert.notify):
+            if target not in doc.notify:
+                raise located.error(("alerts", i, "notify", j), f"unknown notify target '{target}'")
+        if alert.queue is not None and alert.queue not in doc.queues:
+            raise located.error(("alerts", i, "queue"), f"unknown queue '{alert.queue}'")

@@ -21,10 +21,12 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .._errors import Conflict, Forbidden, InvalidRequest, NotFound
+from .._settings import setting
 from ..audit.chain import canonical
 from ..controls import load as load_controls
 from ..policy import Action, CompiledPolicy, evaluate
 from ..store import WriteTx
+from ..telemetry.notifications import enqueue
 from .params import check_edit
 
 if TYPE_CHECKING:
@@ -357,7 +359,54 @@ class ReviewService:
                     self._update(tx, iid, status="in_doubt")
                     self._log(tx, "grant.in_doubt", item, owner=owner)
                     changed.append(iid)
+            for (iid,) in tx.sql(
+                "SELECT id FROM proctor_review_items WHERE status = 'pending'"
+                " AND sla_due IS NOT NULL AND sla_due <= ?"
+                " AND (sla_breached_at IS NULL OR sla_breached_at < sla_due)",
+                (now,),
+            ).fetchall():
+                if item_id is None or iid == item_id:
+                    self._breach(tx, load(tx, iid), policy, now)
+                    changed.append(iid)
         return changed
+
+    def _breach(
+        self, tx: WriteTx, item: dict[str, Any], policy: CompiledPolicy | None, now: float
+    ) -> None:
+        """An item past its SLA: its queue's owners are told and it moves up to the queue's
+        ``escalate_to`` (where a new SLA starts). Once per queue it waits in."""
+        q = policy.queues.get(item["queue"]) if policy is not None else None
+        owners = list(q.owners) if q is not None else []
+        target = q.escalate_to if q is not None else None
+        overdue = now - item["sla_due"]
+        self._log(
+            tx,
+            "review.sla_breach",
+            item,
+            owners=owners,
+            escalate_to=target,
+            overdue_s=round(overdue, 3),
+        )
+        if policy is not None and owners:
+            link = setting("public_url").rstrip("/")
+            enqueue(
+                tx,
+                source=f"sla:{item['id']}",
+                names=owners,
+                targets=dict(policy.document.notify),
+                severity="warning",
+                title=f"[SLA] a review in queue '{item['queue']}' is past its SLA",
+                body=(
+                    f"{item['agent']} wants to call {item['tool']}; the item has waited"
+                    f" {_age(now - item['created_at'])} ({_age(overdue)} past its SLA)."
+                    + (f"\nIt moves to queue '{target}'." if target else "")
+                    + f"\nitem: {item['id']}"
+                    + (f"\n{link}/items/{item['id']}" if link else "")
+                ),
+            )
+        if target is not None and target != item["queue"] and policy is not None:
+            self._move(tx, item, target, SYSTEM, "SLA breached")
+        self._update(tx, item["id"], sla_breached_at=now)
 
     # -- grants ------------------------------------------------------------------------
 
@@ -412,3 +461,12 @@ class ReviewService:
             kind = getattr(error, "error_type", None) or type(error).__name__  # remote reports
             self._update(tx, item_id, status="failed", result_error=f"{kind}: {error}"[:1000])
         tx.wake(item_id)
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

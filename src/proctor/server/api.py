@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 import sqlalchemy as sa
@@ -485,13 +485,70 @@ def kpi(
     who: Who,
     request: Request,
     agent: Annotated[str | None, Query(max_length=200)] = None,
+    tool: Annotated[str | None, Query(max_length=200)] = None,
     since: Annotated[float | None, Query(ge=0, le=1e11)] = None,
 ) -> Any:
-    """Workflow KPIs over the records since ``since`` (a Unix time), for one agent or all."""
+    """Workflow KPIs over the records since ``since`` (a Unix time), for one agent and
+    tool or all."""
     need(who, *READERS)
     from ..telemetry.kpi import compute
 
-    return compute(_px(request).store, agent=agent, since=since)
+    return compute(_px(request).store, agent=agent, tool=tool, since=since)
+
+
+@router.get("/alerts", tags=["monitoring"])
+def alerts(who: Who, request: Request) -> Any:
+    """Every alert's state (firing first), its last value and when it last changed."""
+    need(who, *READERS)
+    from ..telemetry.alerts import states
+
+    return states(_px(request).store)
+
+
+@router.post("/alerts/check", tags=["monitoring"])
+def check_alerts(who: Who, request: Request) -> Any:
+    """Check the alerts and review SLAs now and send what is due (the server also does this
+    on its own every ``PROCTOR_ALERT_CHECK_SECONDS``)."""
+    need(who, "admin")
+    from ..telemetry.alerts import AlertMonitor
+    from ..telemetry.notifications import deliver_due
+
+    px = _px(request)
+    px.reviews.sweep()
+    changes = AlertMonitor(px.store).check()
+    delivery = deliver_due(px.store)
+    return {
+        "transitions": [vars(c) for c in changes],
+        "delivery": delivery.as_dict(),
+    }
+
+
+@router.get("/notifications", tags=["monitoring"])
+def list_notifications(
+    who: Who,
+    request: Request,
+    status: Annotated[Literal["pending", "sent", "failed"] | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Any:
+    """The notification outbox, newest first; URLs show only scheme and host."""
+    need(who, *READERS)
+    from ..telemetry.notifications import recent
+
+    return recent(_px(request).store, status=status, limit=limit)
+
+
+@router.get("/problems", tags=["monitoring"])
+def problems(
+    who: Who,
+    request: Request,
+    window: Annotated[float, Query(gt=0, le=90 * 86400)] = 86400.0,
+) -> Any:
+    """Open problems (failing tools, breaching queues, deny and cost spikes, firing alerts,
+    actions in doubt), most pressing first."""
+    need(who, *READERS)
+    from ..telemetry.problems import rank
+
+    return rank(_px(request).store, window=window)
 
 
 @router.get("/audit/verify", tags=["audit"])

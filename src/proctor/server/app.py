@@ -28,14 +28,17 @@ from .._errors import (
     StoreError,
     status_of,
 )
-from .._settings import setting
+from .._settings import float_setting, setting
 from ..sdk import Proctor
+from ..telemetry.alerts import AlertMonitor
 from ..telemetry.metrics import StoreMetrics
+from ..telemetry.notifications import deliver_due
 from .auth import Principal, TokenVerifier
 from .console import _LoginNeeded, console, console_error, login_needed
 
 DEFAULT_MAX_BODY = 1 << 20
 SWEEP_SECONDS = 5.0
+DELIVER_SECONDS = 1.0
 
 
 class ORJSONResponse(JSONResponse):
@@ -111,14 +114,23 @@ def create_app(
 ) -> FastAPI:
     """The server for one embedded Proctor (its database)."""
     verifier = TokenVerifier(px.store)
+    alert_every = float_setting("alert_check_seconds")  # a bad value stops the start, loudly
     shutting_down = asyncio.Event()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(_sweeper(px)) if sweep else None
+        tasks = (
+            [
+                asyncio.create_task(_sweeper(px)),
+                asyncio.create_task(_alerting(px, alert_every)),
+                asyncio.create_task(_delivering(px)),
+            ]
+            if sweep
+            else []
+        )
         yield
         shutting_down.set()
-        if task is not None:
+        for task in tasks:
             task.cancel()
 
     app = FastAPI(
@@ -220,6 +232,24 @@ async def _sweeper(px: Proctor) -> None:
         with contextlib.suppress(StoreError):  # the database is back next round, or readyz says
             await asyncio.to_thread(px.reviews.sweep)
             await asyncio.to_thread(_forget_keys, px, time.time() - IDEMPOTENCY_SECONDS)
+
+
+async def _alerting(px: Proctor, every: float) -> None:
+    """Check the policy's alerts every ``alert_check_seconds``."""
+    monitor = AlertMonitor(px.store)
+    while True:
+        await asyncio.sleep(every)
+        with contextlib.suppress(StoreError):
+            await asyncio.to_thread(monitor.check)
+
+
+async def _delivering(px: Proctor) -> None:
+    """Send due notifications; on threads of their own, so a slow target delays nothing
+    but other notifications."""
+    while True:
+        await asyncio.sleep(DELIVER_SECONDS)
+        with contextlib.suppress(StoreError):
+            await asyncio.to_thread(deliver_due, px.store)
 
 
 def _forget_keys(px: Proctor, before: float) -> None:

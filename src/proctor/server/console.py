@@ -351,8 +351,15 @@ def audit_page(request: Request) -> HTMLResponse:
 @console.get("/", response_class=HTMLResponse)
 def overview_page(request: Request) -> HTMLResponse:
     who = _who(request)
+    from ..telemetry.problems import rank
+
+    store = _px(request).store
     return _page(
-        request, "overview.html", who=who, charts=console_data.overview(_px(request).store)
+        request,
+        "overview.html",
+        who=who,
+        problems=rank(store)[:20],
+        charts=console_data.overview(store),
     )
 
 

@@ -109,6 +109,7 @@ review_items = Table(
     Column("claimed_at", Float, nullable=True),
     Column("result", Text, nullable=True),
     Column("result_error", Text, nullable=True),
+    Column("sla_breached_at", Float, nullable=True),
 )
 Index("ix_review_status_queue", review_items.c.status, review_items.c.queue)
 
@@ -166,3 +167,37 @@ counters = Table(
     Column("value", Float, nullable=False),
     sqlite_with_rowid=False,
 )
+
+alerts = Table(
+    "proctor_alerts",
+    metadata,
+    Column("id", String(200), primary_key=True),
+    Column("state", String(16), nullable=False),  # firing | ok
+    Column("severity", String(16), nullable=False),
+    Column("metric", String(64), nullable=False),
+    Column("value", Float, nullable=True),
+    Column("threshold", Float, nullable=False),
+    Column("since", Float, nullable=False),
+    Column("checked_at", Float, nullable=False),
+    Column("policy_version", String(64), nullable=True),
+)
+
+notifications = Table(
+    "proctor_notifications",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("created_at", Float, nullable=False),
+    Column("source", String(200), nullable=False),
+    Column("target", String(200), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("title", Text, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("failures", Integer, nullable=False, server_default="0"),
+    Column("next_at", Float, nullable=False),
+    Column("sent_at", Float, nullable=True),
+    Column("last_error", Text, nullable=True),
+)
+Index("ix_notifications_due", notifications.c.status, notifications.c.next_at)

@@ -47,23 +47,65 @@ def _rate(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
 
 
+def first_seq_since(conn: sa.Connection, since: float) -> int:
+    """The first log position at or after ``since``, by binary search on the primary key.
+
+    Records are stamped inside the chain lock, so time grows with seq; this avoids a time
+    index that every decision would pay for. A clock stepped backwards only blurs the edge.
+    """
+    lo, hi = 1, conn.execute(sa.select(sa.func.max(audit_log.c.seq))).scalar() or 0
+    if not hi:
+        return 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        row = conn.execute(
+            sa.select(audit_log.c.seq, audit_log.c.ts)
+            .where(audit_log.c.seq >= mid)
+            .order_by(audit_log.c.seq)
+            .limit(1)
+        ).first()
+        if row is None or row.ts >= since:
+            hi = mid
+        else:
+            lo = row.seq + 1
+    return lo
+
+
 def compute(
-    store: Store, *, agent: str | None = None, since: float | None = None, now: float | None = None
+    store: Store,
+    *,
+    agent: str | None = None,
+    tool: str | None = None,
+    since: float | None = None,
+    now: float | None = None,
 ) -> dict[str, Any]:
+    """The KPIs of one agent (or all) and one tool (or all; run-level KPIs then count the
+    runs that called it) over the records since ``since``."""
     now = time.time() if now is None else now
     query = sa.select(audit_log.c.record).where(audit_log.c.kind.in_(KINDS))
     if agent:
         query = query.where(audit_log.c.agent == agent)
-    if since is not None:
-        query = query.where(audit_log.c.ts >= since)
+    if tool:
+        query = query.where(sa.or_(audit_log.c.tool == tool, audit_log.c.tool.is_(None)))
     with store.read() as conn:
+        if since is not None:
+            query = query.where(
+                audit_log.c.seq >= first_seq_since(conn, since), audit_log.c.ts >= since
+            )
         records = [orjson.loads(r) for (r,) in conn.execute(query.order_by(audit_log.c.seq))]
         items_q = sa.select(review_items)
         if agent:
             items_q = items_q.where(review_items.c.agent == agent)
+        if tool:
+            items_q = items_q.where(review_items.c.tool == tool)
         if since is not None:
             items_q = items_q.where(review_items.c.created_at >= since)
         items = conn.execute(items_q).all()
+    if tool:
+        called = {r.get("run_id") for r in records if r["kind"] == "decision"}
+        records = [
+            r for r in records if r["kind"] not in ("run.start", "run.end") or r["run_id"] in called
+        ]
     started: set[str] = set()
     ended: dict[str, str] = {}
     decisions = [r for r in records if r["kind"] == "decision"]
@@ -79,6 +121,7 @@ def compute(
     retries = 0
     escalation: dict[str, Counter[str]] = defaultdict(Counter)
     cost: dict[str, float] = defaultdict(float)
+    total_cost = 0.0
     for d in decisions:
         action = d.get("action", {})
         key = (d.get("run_id"), d.get("tool"), action.get("args_digest"))
@@ -88,8 +131,10 @@ def compute(
         task = str(action.get("context", {}).get("task_type") or d.get("tool"))
         escalation[task]["review" if d["decision"] == "review" else "other"] += 1
         c = action.get("context", {}).get("cost")
-        if d.get("run_id") and isinstance(c, int | float) and not isinstance(c, bool):
-            cost[d["run_id"]] += float(c)
+        if isinstance(c, int | float) and not isinstance(c, bool):
+            total_cost += float(c)
+            if d.get("run_id"):
+                cost[d["run_id"]] += float(c)
 
     durations = [
         float(v)
@@ -128,8 +173,10 @@ def compute(
         if row.status == "pending" and row.sla_due is not None and row.sla_due < now
     )
 
+    verdict_counts = Counter(d["decision"] for d in decisions)
     return {
         "agent": agent,
+        "tool": tool,
         "since": since,
         "runs": len(started),
         "calls": len(decisions),
@@ -151,4 +198,12 @@ def compute(
         ),
         "silent_failures": len(silent),
         "items_past_sla": overdue,
+        "totals": {
+            "decisions": dict(sorted(verdict_counts.items())),
+            "executions": {
+                "ok": sum(c["ok"] for c in by_tool.values()),
+                "error": sum(c["error"] for c in by_tool.values()),
+            },
+            "cost": round(total_cost, 4),
+        },
     }

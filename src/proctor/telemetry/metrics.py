@@ -14,11 +14,11 @@ from typing import Any
 
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ..store import Store
-from ..store.tables import audit_log, review_items
+from ..store.tables import alerts, audit_log, notifications, review_items
 
 LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
 WAIT_BUCKETS = (1, 10, 30, 60, 300, 900, 1800, 3600, 4 * 3600, 24 * 3600)
@@ -56,6 +56,7 @@ class StoreMetrics:
             registry=self.registry,
         )
         self.registry.register(_QueueDepth(store))
+        self.registry.register(_Outbox(store))
         self._seq = 0
         self._decided = 0.0
         self._lock = threading.Lock()
@@ -120,6 +121,52 @@ class _QueueDepth(Collector):
         for queue, count in rows:
             family.add_metric([queue], float(count))
         yield family
+
+    def describe(self) -> Iterator[Any]:
+        return iter(())
+
+
+class _Outbox(Collector):
+    """Notifications by target and status, failed delivery attempts, firing alerts."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[Metric]:
+        count = GaugeMetricFamily(
+            "proctor_notifications",
+            "Notifications in the outbox by target and status (pending, sent, failed).",
+            labels=["target", "status"],
+        )
+        failures = CounterMetricFamily(
+            "proctor_notification_failures",
+            "Delivery attempts that failed (each is retried with backoff, up to a limit).",
+            labels=["target"],
+        )
+        firing = GaugeMetricFamily(
+            "proctor_alert_firing",
+            "1 while an alert of the policy is firing, else 0.",
+            labels=["alert", "severity"],
+        )
+        n = notifications.c
+        with self.store.read() as conn:
+            by_status = conn.execute(
+                sa.select(n.target, n.status, sa.func.count(), sa.func.sum(n.failures)).group_by(
+                    n.target, n.status
+                )
+            ).all()
+            states = conn.execute(sa.select(alerts.c.id, alerts.c.severity, alerts.c.state)).all()
+        failed: dict[str, float] = {}
+        for target, status, rows, fails in by_status:
+            count.add_metric([target, status], float(rows))
+            failed[target] = failed.get(target, 0.0) + float(fails or 0)
+        for target, value in sorted(failed.items()):
+            failures.add_metric([target], value)
+        for alert_id, severity, state in states:
+            firing.add_metric([alert_id, severity], 1.0 if state == "firing" else 0.0)
+        yield count
+        yield failures
+        yield firing
 
     def describe(self) -> Iterator[Any]:
         return iter(())

@@ -1,0 +1,162 @@
+"""``proctor alerts`` and ``proctor problems``: what is wrong, and who has been told."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+import orjson
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from ._cli_options import database_option
+from ._errors import InvalidRequest
+from .sdk import Proctor
+from .telemetry import alerts as alerting
+from .telemetry import notifications
+from .telemetry.problems import rank
+
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+_COLOUR = {"critical": "red", "warning": "yellow", "info": "cyan"}
+
+
+def _ago(ts: float) -> str:
+    s = max(0.0, time.time() - ts)
+    if s < 120:
+        return f"{s:.0f}s ago"
+    if s < 7200:
+        return f"{s / 60:.0f}m ago"
+    return f"{s / 3600:.1f}h ago"
+
+
+def _json(value: object) -> None:
+    click.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
+
+
+@click.group()
+def alerts() -> None:
+    """The policy's alerts and the notifications they send."""
+
+
+@alerts.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@database_option
+def list_alerts(as_json: bool, database: str | None) -> None:
+    """Every alert's state, firing first, and the notification outbox's counts."""
+    with Proctor(database) as px:
+        rows = alerting.states(px.store)
+        outbox = notifications.recent(px.store, limit=1000)
+    if as_json:
+        _json({"alerts": rows, "notifications": outbox})
+        return
+    if not rows:
+        out.print("no alerts have been checked yet (the policy's `alerts:`; see docs/policy.md)")
+    else:
+        table = Table(title="alerts")
+        for col in ("alert", "state", "severity", "metric", "value", "threshold", "since"):
+            table.add_column(col)
+        for r in rows:
+            colour = _COLOUR.get(r["severity"], "white") if r["state"] == "firing" else "green"
+            table.add_row(
+                r["id"],
+                f"[{colour}]{r['state']}[/]",
+                r["severity"],
+                r["metric"],
+                "-" if r["value"] is None else f"{r['value']:.4g}",
+                f"{r['threshold']:g}",
+                _ago(r["since"]),
+            )
+        out.print(table)
+    counts: dict[str, int] = {}
+    for n in outbox:
+        counts[n["status"]] = counts.get(n["status"], 0) + 1
+    if counts:
+        out.print("notifications: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+        for n in outbox:
+            if n["status"] == "failed":
+                out.print(
+                    f"  [red]failed[/] {escape(n['target'])} ({escape(n['url'])}):"
+                    f" {escape(n['last_error'] or '')}"
+                )
+
+
+@alerts.command("check")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@database_option
+def check(as_json: bool, database: str | None) -> None:
+    """Check alerts and review SLAs now and send what is due (for embedded deployments
+    without a server: run it from cron or a timer)."""
+    with Proctor(database) as px:
+        swept = px.reviews.sweep()
+        changes = alerting.AlertMonitor(px.store).check()
+        delivery = notifications.deliver_due(px.store)
+    if as_json:
+        _json({"swept": swept, "transitions": [vars(c) for c in changes], **delivery.as_dict()})
+        return
+    for c in changes:
+        colour = _COLOUR.get(c.severity, "white") if c.state == "firing" else "green"
+        value = "no data" if c.value is None else f"{c.value:.4g}"
+        out.print(f"[{colour}]{c.state}[/] {c.alert}: {value} (threshold {c.threshold:g})")
+    out.print(
+        f"{len(changes)} alert changes; notifications: {delivery.sent} sent,"
+        f" {delivery.retrying} to retry, {delivery.failed} failed"
+    )
+
+
+@alerts.command("test")
+@click.argument("target")
+@database_option
+def test(target: str, database: str | None) -> None:
+    """Send a test message to every URL of a notify TARGET of the active policy now."""
+    with Proctor(database) as px:
+        policy = alerting.AlertMonitor(px.store).active_policy()
+    targets = dict(policy.document.notify) if policy is not None else {}
+    if target not in targets:
+        known = ", ".join(sorted(targets)) or "none"
+        raise InvalidRequest(f"no notify target '{target}' in the active policy (targets: {known})")
+    errors = notifications.send_test(targets[target], target, notifications.send_apprise)
+    for url, error in zip(targets[target], errors, strict=True):
+        shown = escape(notifications.redact(url))
+        if error is None:
+            out.print(f"[green]sent[/] {shown}")
+        else:
+            out.print(f"[red]failed[/] {shown}: {escape(error)}")
+    if any(errors):
+        sys.exit(1)
+
+
+@click.command("problems")
+@click.option("--window", default="24h", show_default=True, help="How far back to look.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@database_option
+def problems(window: str, as_json: bool, database: str | None) -> None:
+    """Open problems, most pressing first: failing tools, breaching queues, deny and cost
+    spikes, firing alerts, actions in doubt."""
+    from .policy.schema import parse_duration
+
+    try:
+        seconds = parse_duration(window)
+    except ValueError as exc:
+        raise InvalidRequest(f"--window: {exc}") from None
+    with Proctor(database) as px:
+        found = rank(px.store, window=seconds)
+    if as_json:
+        _json(found)
+        return
+    if not found:
+        out.print(f"no open problems in the last {window}")
+        return
+    table = Table(title=f"open problems, last {window}")
+    for col in ("severity", "problem", "detail", "count", "last seen"):
+        table.add_column(col)
+    for p in found:
+        table.add_row(
+            f"[{_COLOUR[p['severity']]}]{p['severity']}[/]",
+            p["title"],
+            p["detail"],
+            str(p["frequency"]),
+            _ago(p["last_seen"]),
+        )
+    out.print(table)
