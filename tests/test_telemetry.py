@@ -13,11 +13,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 from prometheus_client.parser import text_string_to_metric_families
 from tests.asgi_client import AppClient
 
 from proctor import Denied, Proctor, ReviewPending
 from proctor.server.app import create_app
+from proctor.telemetry.tracing import DirectTracer
 
 POLICY = """
 policy: telemetry
@@ -64,11 +66,23 @@ def workload(px: Proctor) -> dict[str, Any]:
     return out
 
 
-def test_spans_follow_the_genai_conventions(db_url: str) -> None:
+class _Hooked(SimpleSpanProcessor):
+    """A processor of the user's own: it sees spans start, so tool calls take the API path."""
+
+    started: list[str] = []
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        self.started.append(span.name)
+
+
+@pytest.mark.parametrize("processor", [SimpleSpanProcessor, _Hooked])
+def test_spans_follow_the_genai_conventions(db_url: str, processor: type[Any]) -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider.add_span_processor(processor(exporter))
+    _Hooked.started.clear()
     with Proctor(db_url, tracer_provider=provider) as px:
+        direct = isinstance(px.tracer, DirectTracer)
         px.policy.apply(POLICY)
         done = workload(px)
         records = {r["tool"]: r for r in _decisions(px)}
@@ -96,10 +110,15 @@ def test_spans_follow_the_genai_conventions(db_url: str) -> None:
     assert pending[0].attributes["error.type"] == "ReviewPending"
     (flaky,) = by_name["execute_tool flaky"]
     assert flaky.attributes["error.type"] == "TimeoutError"
+    assert flaky.status.status_code == StatusCode.ERROR and flaky.status.description == "slow"
+    assert flaky.end_time > flaky.start_time > run_span.start_time
     assert by_name["execute_tool forbidden"][0].attributes["proctor.decision"] == "deny"
     calls = [s for s in spans if s.name.startswith("execute_tool ")]
     assert len(calls) == 6  # one per tool call, each carrying its gate decision
     assert all(s.attributes["proctor.decision"] in ("allow", "review", "deny") for s in calls)
+    # the SDK's own processors get spans built in one step; anyone else's, the API path
+    assert direct == (processor is SimpleSpanProcessor)
+    assert _Hooked.started.count("execute_tool lookup") == (0 if direct else 2)
 
 
 _DB: dict[str, str] = {}
