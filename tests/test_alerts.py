@@ -427,3 +427,33 @@ alerts:
     finally:
         server.stop()
         silent.close()
+
+
+def test_the_alerts_commands(tmp_path: Any, webhook: Webhook, mailbox: Mailbox) -> None:
+    from tests.test_cli import proctor
+
+    db = f"sqlite:///{tmp_path}/cli.db"
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(alert_policy(webhook, mailbox).replace("min_events: 3", "min_events: 1"))
+    assert proctor("policy", "apply", str(policy), "--database", db).returncode == 0
+    with Proctor(db) as px, pytest.raises(ConnectionError):
+        tools(px)("A-1", 10.0, fail=True)
+    checked = proctor("alerts", "check", "--json", "--database", db)
+    assert checked.returncode == 0, checked.stderr
+    report = json.loads(checked.stdout)
+    assert [t["state"] for t in report["transitions"]] == ["firing"] and report["sent"] == 2
+    listed = proctor("alerts", "list", "--database", db)
+    assert "refund-failures" in listed.stdout and "firing" in listed.stdout
+    assert "notifications: 2 sent" in listed.stdout
+    sent = proctor("alerts", "test", "payments-team", "--database", db)
+    assert sent.returncode == 0 and "sent json://127.0.0.1" in sent.stdout
+    assert webhook.received[-1]["title"] == "Proctor test notification for 'payments-team'"
+    unknown = proctor("alerts", "test", "nobody", "--database", db)
+    assert unknown.returncode == 2
+    assert "no notify target 'nobody' in the active policy (targets: oncall, payments-team)" in (
+        unknown.stderr
+    )
+    problems = proctor("problems", "--json", "--database", db)
+    assert {p["kind"] for p in json.loads(problems.stdout)} == {"failing_tool", "alert"}
+    bad = proctor("problems", "--window", "soon", "--database", db)
+    assert bad.returncode == 2 and "--window" in bad.stderr

@@ -75,10 +75,11 @@ def list_alerts(as_json: bool, database: str | None) -> None:
     if counts:
         out.print("notifications: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
         for n in outbox:
-            if n["status"] == "failed":
+            if n["status"] == "failed" or (n["status"] == "pending" and n["last_error"]):
+                label = "[red]failed[/]" if n["status"] == "failed" else "[yellow]retrying[/]"
                 out.print(
-                    f"  [red]failed[/] {escape(n['target'])} ({escape(n['url'])}):"
-                    f" {escape(n['last_error'] or '')}"
+                    f"  {label} {escape(n['target'])} ({escape(n['url'])}) after"
+                    f" {n['failures']} failed attempts: {escape(n['last_error'] or '')}"
                 )
 
 
