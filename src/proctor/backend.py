@@ -13,16 +13,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
-import sqlalchemy as sa
-
 from ._errors import PolicyError
 from .gate import Gate, Verdict
 from .policy import Action, CompiledPolicy, Decision, compile_policy, run_tests
+from .policy.lifecycle import active_source
 from .review.items import ReviewItem, get_item, list_items, status_of, wait_while
 from .review.service import ReviewService
 from .runs import Run
 from .store import Store
-from .store.tables import policies, state
 
 _NOT_GIVEN: Any = object()
 
@@ -209,13 +207,8 @@ class LocalBackend:
         return policy.version
 
     def active_policy(self) -> CompiledPolicy | None:
-        with self.store.read() as conn:
-            row = conn.execute(
-                sa.select(policies.c.text, policies.c.version).join(
-                    state, state.c.policy_version == policies.c.version
-                )
-            ).first()
-        return compile_policy(row[0], f"policy {row[1][:12]}") if row else None
+        found = active_source(self.store)
+        return compile_policy(found[1], f"policy {found[0][:12]}") if found else None
 
     def close(self) -> None:
         self.store.close()

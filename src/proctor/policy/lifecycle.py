@@ -51,6 +51,17 @@ def resolve(store: Store, prefix: str) -> str:
     return str(found[0])
 
 
+def active_source(store: Store) -> tuple[str, str] | None:
+    """(version, text) of the active policy, or None when none was applied."""
+    with store.read() as conn:
+        row = conn.execute(
+            sa.select(policies.c.version, policies.c.text).join(
+                state, state.c.policy_version == policies.c.version
+            )
+        ).first()
+    return (row.version, row.text) if row else None
+
+
 def load_version(store: Store, version: str) -> CompiledPolicy:
     with store.read() as conn:
         text = conn.execute(

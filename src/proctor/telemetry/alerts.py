@@ -19,10 +19,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..policy import CompiledPolicy, compile_policy
+from ..policy.lifecycle import active_source
 from ..policy.schema import Alert
 from ..store import Store, WriteTx
 from ..store.tables import alerts as alerts_table
-from ..store.tables import policies, review_items, state
+from ..store.tables import review_items
 from . import kpi
 from .notifications import enqueue
 
@@ -118,16 +119,13 @@ class AlertMonitor:
         self._compiled: tuple[str, CompiledPolicy] | None = None
 
     def active_policy(self) -> CompiledPolicy | None:
-        with self.store.read() as conn:
-            row = conn.execute(
-                sa.select(policies.c.text, policies.c.version).join(
-                    state, state.c.policy_version == policies.c.version
-                )
-            ).first()
-        if row is None:
+        """The active policy, compiled once per version."""
+        found = active_source(self.store)
+        if found is None:
             return None
-        if self._compiled is None or self._compiled[0] != row.version:
-            self._compiled = (row.version, compile_policy(row.text, f"policy {row.version[:12]}"))
+        version, text = found
+        if self._compiled is None or self._compiled[0] != version:
+            self._compiled = (version, compile_policy(text, f"policy {version[:12]}"))
         return self._compiled[1]
 
     def measure(self, alert: Alert, now: float, cache: dict[Any, dict[str, Any]]) -> float | None:
