@@ -10,6 +10,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -60,6 +61,9 @@ audit_log = Table(
     Column("decision", String(16), nullable=True),
     Column("hash", String(64), nullable=False),
     Column("record", Text, nullable=False),
+    # 0007: how the record's digest was computed (1: seq and indexed columns in the header;
+    # 2: the record id and time as well). Old records keep verifying under their format.
+    Column("fmt", SmallInteger, nullable=False, server_default="1"),
 )
 # No secondary index at all: each one is a page written on every decision's commit (a
 # random-key one, like the record id, costs more than the rest of the write). Readers go
@@ -110,6 +114,10 @@ review_items = Table(
     Column("result", Text, nullable=True),
     Column("result_error", Text, nullable=True),
     Column("sla_breached_at", Float, nullable=True),
+    # 0007: a claim is held under a lease its runner renews; SHA-256 of the claim's token,
+    # which only the runner holds and must show to record the outcome
+    Column("lease_expires_at", Float, nullable=True),
+    Column("claim_token", String(64), nullable=True),
 )
 Index("ix_review_status_queue", review_items.c.status, review_items.c.queue)
 
@@ -135,6 +143,7 @@ tokens = Table(
     Column("created_at", Float, nullable=False),
     Column("created_by", String(200), nullable=True),
     Column("revoked_at", Float, nullable=True),
+    Column("expires_at", Float, nullable=True),  # 0007: None never expires
 )
 
 idempotency = Table(
