@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from proctor import Denied, Proctor
+from proctor.audit.chain import GENESIS, header, header_v2, link
 from proctor.audit.export import export_jsonl
 from proctor.audit.verify import verify
 from proctor.store.tables import audit_log, state
@@ -131,3 +132,47 @@ def test_export_jsonl_round_trips_the_chain(logged: Proctor) -> None:
     assert lines[0]["record"]["kind"] == "policy.apply"
     assert {line["record"]["kind"] for line in lines[1:]} == {"decision", "outcome"}
     assert all(len(line["hash"]) == 64 for line in lines)
+
+
+def test_moved_time_is_named(logged: Proctor) -> None:
+    # Time feeds KPIs, alerts, search and replay windows: moving it must break the chain.
+    run_sql(logged, "UPDATE proctor_audit_log SET ts = ts - 30 * 86400 WHERE seq = 5")
+    result = verify(logged.store)
+    assert (result.ok, result.bad_seq) == (False, 5)
+
+
+def test_changed_record_id_is_named(logged: Proctor) -> None:
+    run_sql(logged, "UPDATE proctor_audit_log SET id = :i WHERE seq = 6", i="f" * 32)
+    result = verify(logged.store)
+    assert (result.ok, result.bad_seq) == (False, 6)
+
+
+def test_records_keep_verifying_under_the_format_they_were_written_in(logged: Proctor) -> None:
+    """A log started by an older release: its first records are format 1, the rest 2."""
+    with logged.store.read() as conn:
+        rows = conn.execute(sa.select(audit_log).order_by(audit_log.c.seq)).all()
+    prev = GENESIS
+    for row in rows:
+        fmt = 1 if row.seq <= 5 else 2
+        head_bytes = (
+            header(row.seq, row.kind, row.agent, row.tool, row.decision)
+            if fmt == 1
+            else header_v2(row.seq, row.id, row.ts, row.kind, row.agent, row.tool, row.decision)
+        )
+        prev = link(prev, head_bytes, row.record.encode())
+        run_sql(
+            logged,
+            "UPDATE proctor_audit_log SET hash = :h, fmt = :f WHERE seq = :s",
+            h=prev,
+            f=fmt,
+            s=row.seq,
+        )
+    run_sql(logged, "UPDATE proctor_state SET head_hash = :h WHERE id = 1", h=prev)
+    assert verify(logged.store).ok
+    # A record's format is part of what is checked: claiming the other one fails.
+    run_sql(logged, "UPDATE proctor_audit_log SET fmt = 2 WHERE seq = 3")
+    assert (verify(logged.store).ok, verify(logged.store).bad_seq) == (False, 3)
+    run_sql(logged, "UPDATE proctor_audit_log SET fmt = 9 WHERE seq = 3")
+    result = verify(logged.store)
+    assert (result.ok, result.bad_seq) == (False, 3)
+    assert "unknown record format" in (result.problem or "")

@@ -9,12 +9,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
+import orjson
 import pytest
+import sqlalchemy as sa
 
-from proctor import InDoubt, Proctor, ReviewItem, ReviewPending
+from proctor import InDoubt, InvalidRequest, Proctor, ReviewItem, ReviewPending
 from proctor.audit.verify import verify
+from proctor.store.tables import audit_log
 
 CHILD = str(Path(__file__).with_name("review_child.py"))
 POLICY = """
@@ -53,6 +56,16 @@ def kill(child: subprocess.Popen[str]) -> None:
     child.send_signal(signal.SIGKILL)
     child.communicate(timeout=10)
     assert child.returncode == -signal.SIGKILL
+
+
+def records(px: Proctor, kind: str) -> list[dict[str, Any]]:
+    with px.store.read() as conn:
+        rows = conn.execute(
+            sa.select(audit_log.c.seq, audit_log.c.record)
+            .where(audit_log.c.kind == kind)
+            .order_by(audit_log.c.seq)
+        ).all()
+    return [{"seq": seq, "record": orjson.loads(rec)} for seq, rec in rows]
 
 
 def effects(out: Path) -> list[str]:
@@ -140,8 +153,18 @@ def test_sigkill_while_claimed_leaves_in_doubt_and_never_reruns(
     with pytest.raises(InDoubt):
         ppx.resume(item.id)
     assert len(effects(out)) == 1
+    # Approving it again needs the reviewer to say they checked, and the log keeps that.
+    with pytest.raises(InvalidRequest, match="in doubt"):
+        ppx.reviews.approve(item.id, by="ana")
+    assert ppx.reviews.get(item.id).status == "in_doubt"
     # A human who checked the payment system decides: it did not go through, run it again.
-    ppx.reviews.approve(item.id, by="ana", note="checked: not refunded")
+    ppx.reviews.approve(item.id, by="ana", note="checked: not refunded", confirm_not_run=True)
+    approvals = [
+        r["record"]
+        for r in records(ppx, "review.approve")
+        if r["record"]["item_id"] == item.id and r["record"].get("rerun_in_doubt")
+    ]
+    assert approvals[0]["confirmed_not_run"] is True
     resumer = spawn("resume", db_url, out, item.id)
     assert finish(resumer)[-1]["result"] == {"refunded": 250.0, "order": "A-1"}
     assert len(effects(out)) == 2

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from tests.asgi_client import AppClient
 
-from proctor import Proctor, ReviewPending
+from proctor import Action, Proctor, ReviewPending
+from proctor.backend import verdict_to_wire
 from proctor.server.app import create_app
 from proctor.server.auth import create_token
 
@@ -60,6 +61,12 @@ class Env:
         with pytest.raises(ReviewPending) as info:
             refund("A-1", 500.0)
         return info.value.item_id
+
+    def allowed(self) -> dict[str, Any]:
+        """The wire form of a recorded allow decision on ``ACTION``."""
+        verdict = self.px.gate.decide(Action(**ACTION), None)
+        assert verdict.decision.decision == "allow"
+        return verdict_to_wire(verdict)
 
 
 @pytest.fixture
@@ -130,9 +137,18 @@ MATRIX: list[tuple[str, Call, dict[str, int]]] = [
         lambda e: (
             "POST",
             "/api/v1/outcomes",
-            {"verdict": VERDICT, "action": ACTION, "duration": 0.1},
+            {"verdict": e.allowed(), "action": ACTION, "duration": 0.1},
         ),
         expect(AGENTS),
+    ),
+    (
+        "POST outcomes, unrecorded decision",
+        lambda e: (
+            "POST",
+            "/api/v1/outcomes",
+            {"verdict": VERDICT, "action": ACTION, "duration": 0.1},
+        ),
+        expect({"agent_other": 403}),
     ),
     (
         "POST refusals",
@@ -162,7 +178,12 @@ MATRIX: list[tuple[str, Call, dict[str, int]]] = [
     ),
     (
         "POST claim",
-        lambda e: ("POST", f"/api/v1/reviews/{e.pending_item()}/claim", {}),
+        lambda e: ("POST", f"/api/v1/reviews/{e.pending_item()}/claim", {"token": "t" * 32}),
+        expect(AGENTS),
+    ),
+    (
+        "POST lease",
+        lambda e: ("POST", f"/api/v1/reviews/{e.pending_item()}/lease", {"token": "t" * 32}),
         expect(AGENTS),
     ),
     (

@@ -320,3 +320,39 @@ def test_unreachable_server_fails_closed_within_the_timeout() -> None:
     assert info.value.rule_ids == ("server-unreachable",)
     assert "cannot be reached" in info.value.reason
     px.close()
+
+
+def test_an_outcome_is_recorded_once_the_server_is_back(server: Server, tmp_path: Path) -> None:
+    """The server goes down while an approved tool runs: the runner retries its outcome
+    (within its lease) until the server is back, and nothing runs twice."""
+    admin = server.client(server.admin)
+    admin.policy.apply(POLICY)
+    agent_token = server.token("agent", "runner", agents="support-bot")
+    out = tmp_path / "agent"
+    effects = Path(str(out) + ".effects")
+    child = subprocess.Popen(
+        [sys.executable, CHILD, server.url, agent_token, str(out), "1.0"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert child.stdout is not None
+    assert json.loads(child.stdout.readline())["event"] == "calling"
+    item = first_pending(admin, "billing")
+    admin.reviews.approve(item.id)
+    deadline = time.monotonic() + 20
+    while not effects.exists():  # the body has started, under the runner's claim
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    server.kill()
+    time.sleep(6.0)  # past the client's own 5 s of transport retries
+    server.start()
+    out_text, _ = child.communicate(timeout=60)
+    assert json.loads(out_text.splitlines()[-1]) == {
+        "event": "returned",
+        "result": "refunded 250.0 on A-1",
+    }
+    assert len(effects.read_text().splitlines()) == 1
+    done = admin.reviews.get(item.id)
+    assert (done.status, done.result) == ("done", "refunded 250.0 on A-1")
+    admin.close()

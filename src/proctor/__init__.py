@@ -17,6 +17,7 @@ from ._errors import (
     ProctorError,
     Rejected,
     ReviewPending,
+    StillRunning,
     StoreError,
     ToolFailed,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "ReviewItem",
     "ReviewPending",
     "Run",
+    "StillRunning",
     "StoreError",
     "ToolFailed",
     "UNSET",

@@ -13,6 +13,7 @@
     ├── InvalidRequest           a request that cannot be carried out as sent (422)
     ├── ToolFailed               an approved action ran and raised; carries .error_type
     ├── InDoubt                  an approved action may or may not have run; a human decides
+    ├── StillRunning (Conflict)  another runner holds the claim past the caller's wait
     └── ConfigError              a bad setting or argument
 
 Driver and library exceptions are translated at the boundary with ``raise X from exc``;
@@ -121,6 +122,15 @@ class InDoubt(ProctorError):
 
     It is never re-run automatically: a human approves it again or closes it.
     """
+
+    def __init__(self, message: str, *, item_id: str) -> None:
+        super().__init__(message)
+        self.item_id = item_id
+
+
+class StillRunning(Conflict):
+    """Another runner holds the approved action's claim (and renews its lease) for longer
+    than the caller would wait; its outcome is not recorded yet. Ask again later."""
 
     def __init__(self, message: str, *, item_id: str) -> None:
         super().__init__(message)

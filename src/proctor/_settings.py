@@ -51,6 +51,21 @@ SETTINGS: tuple[Setting, ...] = (
         "How often a server checks the policy's alerts (seconds).",
     ),
     Setting(
+        "pool_size",
+        "PROCTOR_POOL_SIZE",
+        "5",
+        "Database connections per process: at most this many writers and twice as many readers"
+        " (plus one wake-up listener, and one WAL checkpointer on SQLite).",
+    ),
+    Setting(
+        "lease_seconds",
+        "PROCTOR_LEASE_SECONDS",
+        "30",
+        "How long a claim to run an approved action lasts unless its runner renews it (it does,"
+        " every third of this, while the tool runs). A runner silent for longer, wherever it"
+        " ran, leaves the action in doubt for a human to settle.",
+    ),
+    Setting(
         "busy_timeout_ms",
         "PROCTOR_BUSY_TIMEOUT_MS",
         "5000",

@@ -17,6 +17,7 @@ from ._errors import PolicyError
 from .gate import Gate, Verdict
 from .policy import Action, CompiledPolicy, Decision, compile_policy, run_tests
 from .policy.lifecycle import active_source
+from .review.grants import DEFAULT_LEASE_SECONDS
 from .review.items import ReviewItem, get_item, list_items, status_of, wait_while
 from .review.service import ReviewService
 from .runs import Run
@@ -41,6 +42,7 @@ class Backend(Protocol):
         params: dict[str, Any] | None = None,
         item_id: str | None = None,
         result: Any = _NOT_GIVEN,
+        claim_token: str | None = None,
     ) -> str | None: ...
 
     def record_refusal(
@@ -58,7 +60,16 @@ class Backend(Protocol):
 
     def end_run(self, run: Run, error: BaseException | None) -> None: ...
 
-    def claim(self, item_id: str, original_digest: str | None, owner: str | None = None) -> str: ...
+    def claim(
+        self, item_id: str, original_digest: str | None, owner: str | None, token: str
+    ) -> tuple[str, float]:
+        """Claim an approved item's grant with a token of the runner's own making:
+        (state, lease seconds)."""
+        ...
+
+    def renew(self, item_id: str, token: str) -> bool:
+        """Extend the lease of a held claim; False when it is no longer held."""
+        ...
 
     def sweep_item(self, item_id: str) -> None: ...
 
@@ -86,10 +97,12 @@ class Backend(Protocol):
 class LocalBackend:
     """Decisions made in this process, on the database."""
 
-    def __init__(self, store: Store, *, max_args_bytes: int) -> None:
+    def __init__(
+        self, store: Store, *, max_args_bytes: int, lease_seconds: float = DEFAULT_LEASE_SECONDS
+    ) -> None:
         self.store = store
         self.gate = Gate(store, max_args_bytes=max_args_bytes)
-        self.service = ReviewService(self.gate)
+        self.service = ReviewService(self.gate, lease_seconds)
 
     # -- the agent's side --------------------------------------------------------------
 
@@ -107,13 +120,14 @@ class LocalBackend:
         params: dict[str, Any] | None = None,
         item_id: str | None = None,
         result: Any = _NOT_GIVEN,
+        claim_token: str | None = None,
     ) -> str | None:
         finish = None
         if item_id is not None and result is not _NOT_GIVEN:
-            service = self.service
+            grants, limit = self.service.grants, self.gate.max_args_bytes
 
-            def finish(tx: Any) -> None:
-                service.finish(tx, item_id, result, error)
+            def finish(tx: Any) -> bool:
+                return grants.finish(tx, item_id, claim_token, result, error, limit)
 
         return self.gate.record_outcome(
             verdict,
@@ -142,8 +156,14 @@ class LocalBackend:
     def end_run(self, run: Run, error: BaseException | None) -> None:
         self.gate.end_run(run, error)
 
-    def claim(self, item_id: str, original_digest: str | None, owner: str | None = None) -> str:
-        return self.service.claim(item_id, original_digest, owner).state
+    def claim(
+        self, item_id: str, original_digest: str | None, owner: str | None, token: str
+    ) -> tuple[str, float]:
+        found = self.service.grants.claim(item_id, original_digest, owner, token)
+        return found.state, found.lease_seconds
+
+    def renew(self, item_id: str, token: str) -> bool:
+        return self.service.grants.renew(item_id, token)
 
     def sweep_item(self, item_id: str) -> None:
         self.service.sweep(item_id=item_id)

@@ -134,11 +134,19 @@ by_option = click.option("--by", required=True, help="Your name, as recorded in 
 @click.argument("item_id")
 @by_option
 @click.option("--note")
+@click.option(
+    "--confirm-not-run",
+    is_flag=True,
+    help="For an item in doubt: you checked that its first run did not happen, so it may"
+    " run again. Recorded in the log.",
+)
 @database_option
-def queue_approve(item_id: str, by: str, note: str | None, database: str | None) -> None:
+def queue_approve(
+    item_id: str, by: str, note: str | None, confirm_not_run: bool, database: str | None
+) -> None:
     """Approve an item (one vote toward its queue's quorum)."""
     with Proctor(database) as px:
-        item = px.reviews.approve(item_id, by=by, note=note)
+        item = px.reviews.approve(item_id, by=by, note=note, confirm_not_run=confirm_not_run)
     out.print(f"{item.id}: {item.status}")
 
 

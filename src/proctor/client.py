@@ -158,6 +158,7 @@ class RemoteBackend:
         params: dict[str, Any] | None = None,
         item_id: str | None = None,
         result: Any = _NOT_GIVEN,
+        claim_token: str | None = None,
     ) -> str | None:
         body = {
             "verdict": verdict_to_wire(verdict),
@@ -168,6 +169,7 @@ class RemoteBackend:
             "item_id": item_id,
             "has_result": result is not _NOT_GIVEN,
             "result": None if result is _NOT_GIVEN else result,
+            "claim_token": claim_token,
             "idempotency_key": idempotency_key(),
         }
         opened = self._call("POST", "/api/v1/outcomes", body).get("item_id")
@@ -215,9 +217,17 @@ class RemoteBackend:
         body = {"run": _run_wire(run), "error_type": error_type(error) if error else None}
         self._call("POST", f"/api/v1/runs/{run.id}/end", body)
 
-    def claim(self, item_id: str, original_digest: str | None, owner: str | None = None) -> str:
-        body = {"args_digest": original_digest, "owner": owner}
-        return str(self._call("POST", f"/api/v1/reviews/{item_id}/claim", body)["state"])
+    def claim(
+        self, item_id: str, original_digest: str | None, owner: str | None, token: str
+    ) -> tuple[str, float]:
+        # A retry after a lost response shows the same token and gets its claim back.
+        body = {"args_digest": original_digest, "owner": owner, "token": token}
+        answer = self._call("POST", f"/api/v1/reviews/{item_id}/claim", body)
+        return str(answer["state"]), float(answer["lease_seconds"])
+
+    def renew(self, item_id: str, token: str) -> bool:
+        answer = self._call("POST", f"/api/v1/reviews/{item_id}/lease", {"token": token})
+        return bool(answer["held"])
 
     def sweep_item(self, item_id: str) -> None:
         self._call("POST", f"/api/v1/reviews/{item_id}/timeout")

@@ -384,6 +384,8 @@ class Gate:
             body["on_error"] = "review"
         if decision.sample:
             body["sample"] = decision.sample
+            if decision.sample_queue:
+                body["sample_queue"] = decision.sample_queue
         if decision.error:
             body["error"] = decision.error
         if item_id:
@@ -402,14 +404,17 @@ class Gate:
         duration: float,
         params: dict[str, Any] | None = None,
         item_id: str | None = None,
-        in_tx: Callable[[WriteTx], None] | None = None,
+        in_tx: Callable[[WriteTx], bool] | None = None,
     ) -> str | None:
         """Record how the tool call ended; opens exception and sample items. Returns an item id.
 
-        ``in_tx`` runs in the same transaction (a grant's item is marked done with it).
+        ``in_tx`` runs first in the same transaction (a grant's item is finished with it);
+        when it returns False the outcome is already recorded and nothing more is written.
         """
         decision = verdict.decision
         with self.store.write() as tx:
+            if in_tx is not None and not in_tx(tx):
+                return None
             opened = None
             kind = queue = None
             if error is not None and decision.on_error:
@@ -446,8 +451,6 @@ class Gate:
                 body["error"] = _error_text(error)
             if opened or item_id:
                 body["review_item"] = opened or item_id
-            if in_tx is not None:
-                in_tx(tx)
             tx.append("outcome", body, agent=action.agent, tool=action.tool)
         if run is not None:
             run.remember(action.tool, "error" if error is not None else "ok", verdict.id)

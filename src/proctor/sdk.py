@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any, TypeVar, overload
 
 from ._errors import ConfigError, Denied, InvalidRequest, PolicyError
-from ._settings import int_setting, setting
+from ._settings import float_setting, int_setting, setting
 from .backend import Backend, LocalBackend
 from .gate import Gate
+from .heartbeat import Heartbeat
 from .policy import Action, CompiledPolicy
 from .review.items import ReviewItem
 from .runs import Run, current_run
@@ -87,9 +88,23 @@ class ReviewsAPI:
     def get(self, item_id: str) -> ReviewItem:
         return self._px.backend.item(item_id)
 
-    def approve(self, item_id: str, *, by: str = "", note: str | None = None) -> ReviewItem:
-        """Approve (one vote toward the queue's quorum); the agent's action may then run once."""
-        return self._px.backend.review("approve", item_id, by, note=note)
+    def approve(
+        self,
+        item_id: str,
+        *,
+        by: str = "",
+        note: str | None = None,
+        confirm_not_run: bool = False,
+    ) -> ReviewItem:
+        """Approve (one vote toward the queue's quorum); the agent's action may then run once.
+
+        An item ``in_doubt`` may have run already; approving it again needs
+        ``confirm_not_run=True``: the reviewer checked that the effect did not happen.
+        """
+        fields: dict[str, Any] = {"note": note}
+        if confirm_not_run:
+            fields["confirm_not_run"] = True
+        return self._px.backend.review("approve", item_id, by, **fields)
 
     def reject(self, item_id: str, *, by: str = "", reason: str) -> ReviewItem:
         """Refuse; the waiting agent gets ``Rejected`` carrying ``reason``."""
@@ -149,6 +164,7 @@ class Proctor:
         tracer_provider: Any = None,
     ) -> None:
         self.backend: Backend
+        self.lease_seconds = float_setting("lease_seconds")
         self.tracer, self._owned_provider = make_tracer(tracer_provider)
         if url is not None:
             if database is not None:
@@ -165,8 +181,12 @@ class Proctor:
                 self.database,
                 durability=durability or setting("durability"),
                 busy_timeout_ms=int_setting("busy_timeout_ms"),
+                pool_size=int_setting("pool_size"),
             )
-            self.backend = LocalBackend(store, max_args_bytes=max_args_bytes)
+            self.backend = LocalBackend(
+                store, max_args_bytes=max_args_bytes, lease_seconds=self.lease_seconds
+            )
+        self.heartbeat = Heartbeat(self.backend.renew)
         self.policy = PolicyAPI(self)
         self.reviews = ReviewsAPI(self)
         self._tools: dict[tuple[str | None, str], ToolSpec] = {}
@@ -203,15 +223,28 @@ class Proctor:
         """The recorded result of an approved action that already ran (as stored JSON)."""
         return self.backend.item(item_id).result
 
-    def resume(self, item_id: str, *, args: dict[str, Any] | None = None) -> Any:
+    def resume(
+        self, item_id: str, *, args: dict[str, Any] | None = None, wait: float | None = None
+    ) -> Any:
         """Run an approved action and return its result; once, however often it is called.
 
         A second call (from any process) returns the recorded result without running the
         tool again. ``args`` is needed only when the item's arguments had masked fields.
+        While another process runs it, this waits for that outcome up to ``wait`` seconds
+        (default 60), then raises ``StillRunning``; if that runner stops answering, the item
+        goes in doubt and this raises ``InDoubt``.
         """
-        return self._resume(item_id, args, current_run())
+        if wait is not None and (isinstance(wait, bool) or not wait >= 0):
+            raise ConfigError("wait must be None or a number of seconds >= 0")
+        return self._resume(item_id, args, current_run(), wait)
 
-    def _resume(self, item_id: str, args: dict[str, Any] | None, run: Run | None) -> Any:
+    def _resume(
+        self,
+        item_id: str,
+        args: dict[str, Any] | None,
+        run: Run | None,
+        wait: float | None = None,
+    ) -> Any:
         item = self.reviews.get(item_id)
         name = item.tool
         if item.kind == "choice" and item.options is not None and item.chosen is not None:
@@ -222,7 +255,7 @@ class Proctor:
         if item.status == "approved":  # check the arguments before claiming anything
             call_args, call_kwargs, digest = resume_call(spec, item, args)
             call = (call_args, call_kwargs)
-        granted = claim_grant(self, item_id, digest if item.kind != "choice" else None)
+        granted = claim_grant(self, item_id, digest if item.kind != "choice" else None, wait)
         if granted is None:
             return self.recorded_result(item_id)
         if call is None:
@@ -333,6 +366,7 @@ class Proctor:
         )
 
     def close(self) -> None:
+        self.heartbeat.close()
         if self._owned_provider is not None:
             self._owned_provider.shutdown()  # flushes spans still in the batch
             self._owned_provider = None

@@ -6,6 +6,7 @@ import asyncio
 import functools
 import hashlib
 import inspect
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,14 +19,16 @@ from ._errors import (
     InvalidRequest,
     Rejected,
     ReviewPending,
+    StillRunning,
+    StoreError,
     ToolFailed,
 )
 from .audit.chain import canonical
 from .gate import Verdict
 from .policy import Action, Decision
+from .review.grants import owner_id
 from .review.items import RECHECK_SECONDS, ReviewItem
 from .review.params import describe
-from .review.service import owner_id
 from .runs import Run, current_run
 from .telemetry.tracing import describe_decision, tool_span, wait_span
 
@@ -339,20 +342,41 @@ def _settled(item: ReviewItem, verdict: Verdict | None = None) -> ReviewItem:
 class Granted:
     item: ReviewItem
     edited_args: dict[str, Any] | None
+    token: str  # the claim's secret: renews the lease and records the outcome
+    lease_seconds: float
 
 
-def claim_grant(px: Proctor, item_id: str, original_digest: str | None) -> Granted | None:
-    """Claim the right to run; None when it already ran (its recorded result stands)."""
+CLAIM_WAIT = 60.0  # how long a claim waits for another runner of the same item, by default
+
+
+def claim_grant(
+    px: Proctor, item_id: str, original_digest: str | None, wait: float | None = None
+) -> Granted | None:
+    """Claim the right to run; None when it already ran (its recorded result stands).
+
+    While another runner holds the claim this waits for its outcome, at most ``wait``
+    seconds (default ``CLAIM_WAIT``): past that, ``StillRunning``. If that runner's lease
+    lapses meanwhile, ``InDoubt``.
+    """
     backend = px.backend
     owner = owner_id()
+    token = secrets.token_hex(16)
+    deadline = time.monotonic() + (CLAIM_WAIT if wait is None else wait)
     while True:
-        state = backend.claim(item_id, original_digest, owner)
+        state, lease = backend.claim(item_id, original_digest, owner, token)
         if state == "claimed":
             item = backend.item(item_id)
-            return Granted(item, item.edited_args)
-        if state == "busy":  # another process is running it: wait for its outcome,
-            # claiming again every few seconds, which notices if that process died
-            backend.wait_while(item_id, ("executing",), RECHECK_SECONDS)
+            return Granted(item, item.edited_args, token, lease)
+        if state == "busy":  # another runner holds it: wait for its outcome, claiming again
+            # every few seconds, which notices when its lease lapses
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise StillRunning(
+                    f"item {item_id} is being run by another process, which still holds its"
+                    " claim; its outcome is not recorded yet. Ask again later.",
+                    item_id=item_id,
+                )
+            backend.wait_while(item_id, ("executing",), min(left, RECHECK_SECONDS))
             continue
         if state == "done":
             return None
@@ -373,8 +397,9 @@ def claim_grant(px: Proctor, item_id: str, original_digest: str | None) -> Grant
             )
         if state == "in_doubt":
             raise InDoubt(
-                f"item {item_id} was claimed by a process that died before recording the"
-                " outcome; it may or may not have run. A human must approve it again or reject it.",
+                f"item {item_id} was claimed by a runner that stopped answering before it"
+                " recorded the outcome; the action may or may not have happened. A human must"
+                " check, then approve it again (confirming it did not happen) or reject it.",
                 item_id=item_id,
             )
         if state == "pending":
@@ -409,11 +434,12 @@ def run_sync(
     action = _granted_action(spec, item, spec.named(spec.bind(*call)))
     start = time.perf_counter()
     try:
-        result = spec.fn(*call[0], **call[1])
+        with px.heartbeat.holding(item.id, granted.token, granted.lease_seconds):
+            result = spec.fn(*call[0], **call[1])
     except Exception as exc:
-        _finish(px, spec, item, action, run, None, exc, start)
+        _finish(px, granted, action, run, None, exc, start)
         raise
-    _finish(px, spec, item, action, run, result, None, start)
+    _finish(px, granted, action, run, result, None, start)
     return result
 
 
@@ -428,33 +454,59 @@ async def run_async(
     action = _granted_action(spec, item, spec.named(spec.bind(*call)))
     start = time.perf_counter()
     try:
-        result = await spec.fn(*call[0], **call[1])
+        with px.heartbeat.holding(item.id, granted.token, granted.lease_seconds):
+            result = await spec.fn(*call[0], **call[1])
     except (Exception, asyncio.CancelledError) as exc:
-        _finish(px, spec, item, action, run, None, exc, start)
+        # shielded: a cancelled caller must not stop the outcome from being recorded
+        await asyncio.shield(asyncio.to_thread(_finish, px, granted, action, run, None, exc, start))
         raise
-    _finish(px, spec, item, action, run, result, None, start)
+    await asyncio.shield(asyncio.to_thread(_finish, px, granted, action, run, result, None, start))
     return result
 
 
 def _finish(
     px: Proctor,
-    spec: ToolSpec,
-    item: ReviewItem,
+    granted: Granted,
     action: Action,
     run: Run | None,
     result: Any,
     error: BaseException | None,
     start: float,
 ) -> None:
-    px.backend.record_outcome(
-        _grant_verdict(item),
-        action,
-        run,
-        error=error,
-        duration=time.perf_counter() - start,
-        item_id=item.id,
-        result=result,
+    item = granted.item
+    duration = time.perf_counter() - start
+    _with_retries(
+        lambda: px.backend.record_outcome(
+            _grant_verdict(item),
+            action,
+            run,
+            error=error,
+            duration=duration,
+            item_id=item.id,
+            result=result,
+            claim_token=granted.token,
+        ),
+        granted.lease_seconds,
+        f"item {item.id} goes in doubt when its lease runs out, for a human to settle",
     )
+
+
+def _with_retries(write: Callable[[], Any], bound: float, then: str) -> Any:
+    """An outcome write, retried while the store is unavailable, for at most ``bound``
+    seconds: the tool has run, and its outcome is worth waiting a little for."""
+    deadline = time.monotonic() + bound
+    delay = 0.05
+    while True:
+        try:
+            return write()
+        except StoreError as exc:
+            if time.monotonic() + delay > deadline:
+                raise StoreError(
+                    f"the tool ran, but its outcome could not be recorded within {bound:g} s"
+                    f" ({exc}); {then}"
+                ) from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 def resume_call(
@@ -497,13 +549,18 @@ def _record(
     start: float,
     error: BaseException | None,
 ) -> None:
-    px.backend.record_outcome(
-        verdict,
-        action,
-        run,
-        error=error,
-        duration=time.perf_counter() - start,
-        params=spec.params if error is not None else None,
+    duration = time.perf_counter() - start
+    _with_retries(
+        lambda: px.backend.record_outcome(
+            verdict,
+            action,
+            run,
+            error=error,
+            duration=duration,
+            params=spec.params if error is not None else None,
+        ),
+        px.lease_seconds,
+        "its decision is recorded, its outcome is not",
     )
 
 

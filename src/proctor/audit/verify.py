@@ -10,7 +10,7 @@ from typing import Any
 from .._errors import StoreError
 from ..store import Store
 from ..store.engine import DBAPI_ERRORS
-from .chain import GENESIS, header
+from .chain import GENESIS, header, header_v2
 
 BATCH = 5000
 
@@ -51,8 +51,8 @@ def verify(store: Store, progress: Callable[[int], None] | None = None) -> Verif
         head_seq, head_hash = head_cur.fetchone()
         head_seq, head_hash = int(head_seq), str(head_hash)
         cursor.execute(
-            "SELECT seq, kind, agent, tool, decision, hash, record FROM proctor_audit_log"
-            " ORDER BY seq"
+            "SELECT seq, kind, agent, tool, decision, hash, record, fmt, id, ts"
+            " FROM proctor_audit_log ORDER BY seq"
         )
         try:
             walked = _walk(cursor, head_seq, progress)
@@ -88,7 +88,7 @@ def _walk(
     prev_hex = GENESIS
     expected = 1
     checked = 0
-    for seq, kind, agent, tool, decision, digest, record in rows:
+    for seq, kind, agent, tool, decision, digest, record, fmt, rid, ts in rows:
         if seq != expected:
             what = "is missing" if seq > expected else "is out of order or duplicated"
             return VerifyResult(
@@ -98,16 +98,22 @@ def _walk(
                 expected if seq > expected else seq,
                 f"record {expected} {what} (found {seq} next)",
             )
-        if (
-            sha256(prev + header(seq, kind, agent, tool, decision) + record.encode()).hexdigest()
-            != digest
-        ):
+        head = (
+            header_v2(seq, rid, ts, kind, agent, tool, decision)
+            if fmt == 2
+            else header(seq, kind, agent, tool, decision)
+            if fmt == 1
+            else None
+        )
+        if head is None or sha256(prev + head + record.encode()).hexdigest() != digest:
             return VerifyResult(
                 False,
                 checked,
                 head_seq,
                 seq,
-                "its content or its link to the previous record was changed",
+                "its content or its link to the previous record was changed"
+                if head is not None
+                else f"it names an unknown record format {fmt!r}",
             )
         prev_hex = digest
         prev = bytes.fromhex(digest)

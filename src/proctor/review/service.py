@@ -5,29 +5,28 @@ and those transactions hold the audit chain's lock: two reviewers deciding the s
 are serialized, the second sees the first's decision and gets ``Conflict``.
 
 Item life: pending -> approved -> executing -> done | failed
-                   -> rejected | expired            executing -> in_doubt (its runner died)
-An escalation moves a pending item to another queue; it stays pending.
+                   -> rejected | expired            executing -> in_doubt (its lease lapsed)
+An escalation moves a pending item to another queue; it stays pending. Claims, leases and
+outcomes of approved items live in ``grants``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import socket
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .._errors import Conflict, Forbidden, InvalidRequest, NotFound
+from .._errors import Conflict, Forbidden, InvalidRequest
 from .._settings import setting
 from ..audit.chain import canonical
-from ..controls import load as load_controls
 from ..policy import Action, CompiledPolicy, evaluate
 from ..store import WriteTx
 from ..telemetry.notifications import enqueue
+from .grants import DEFAULT_LEASE_SECONDS, Claim, Grants
 from .params import check_edit
+from .rows import load, log, update
 
 if TYPE_CHECKING:
     from ..gate import Gate
@@ -36,83 +35,20 @@ DEFAULT_GRANT_TTL = 24 * 3600.0
 SYSTEM = "proctor"
 
 
-def owner_id() -> str:
-    """host:pid:start-time:nonce of one claim attempt in this process.
-
-    The first three let a later reader tell whether the runner died; the nonce makes two
-    claims from one process distinct, and lets a retried request recognise its own claim.
-    """
-    pid = os.getpid()
-    return f"{socket.gethostname()}:{pid}:{_start_ticks(pid)}:{os.urandom(4).hex()}"
-
-
-def _start_ticks(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[1].split()[19].decode()
-    except (OSError, IndexError):
-        return "?"
-
-
-def owner_alive(owner: str | None) -> bool:
-    """False only when the owner certainly died (same host, pid gone or reused)."""
-    if not owner:
-        return False
-    host, _, rest = owner.partition(":")
-    pid_text, _, rest = rest.partition(":")
-    ticks = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return True  # another host: cannot tell, so do not guess
-    pid = int(pid_text)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return ticks == "?" or _start_ticks(pid) == ticks
-
-
-@dataclass(frozen=True)
-class Claim:
-    """What ``claim`` found: run it now, someone else is, or it already ran."""
-
-    state: str  # claimed | busy | done | failed | pending | rejected | expired | in_doubt
-    item: dict[str, Any]
-
-
-def load(tx: WriteTx, item_id: str) -> dict[str, Any]:
-    cur = tx.sql("SELECT * FROM proctor_review_items WHERE id = ?", (item_id,))
-    row = cur.fetchone()
-    if row is None:
-        raise NotFound(f"no review item {item_id!r}")
-    return dict(zip([d[0] for d in cur.description], row, strict=True))
-
-
 def _json(text: str | None) -> Any:
     return orjson.loads(text) if text else None
 
 
 class ReviewService:
-    def __init__(self, gate: Gate) -> None:
+    def __init__(self, gate: Gate, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> None:
         self.gate = gate
         self.store = gate.store
+        self.grants = Grants(gate.store, lease_seconds)
 
     # -- helpers -----------------------------------------------------------------------
 
-    def _update(self, tx: WriteTx, item_id: str, **fields: Any) -> None:
-        fields["updated_at"] = time.time()
-        cols = ", ".join(f"{k} = ?" for k in fields)
-        tx.sql(f"UPDATE proctor_review_items SET {cols} WHERE id = ?", (*fields.values(), item_id))
-
-    def _log(self, tx: WriteTx, kind: str, item: dict[str, Any], **body: Any) -> None:
-        tx.append(
-            kind,
-            {"item_id": item["id"], "queue": item["queue"], **body},
-            agent=item["agent"],
-            tool=item["tool"],
-        )
-        tx.wake(item["id"])
+    _update = staticmethod(update)
+    _log = staticmethod(log)
 
     @staticmethod
     def _open_for_decision(item: dict[str, Any], by: str, *, allow_in_doubt: bool = False) -> None:
@@ -147,6 +83,8 @@ class ReviewService:
             grant_expires_at=now + ttl,
             claim_owner=None,
             claimed_at=None,
+            claim_token=None,
+            lease_expires_at=None,
             **extra,
         )
 
@@ -173,15 +111,41 @@ class ReviewService:
 
     # -- reviewer decisions ------------------------------------------------------------
 
-    def approve(self, item_id: str, by: str, note: str | None = None) -> None:
+    def approve(
+        self, item_id: str, by: str, note: str | None = None, confirm_not_run: bool = False
+    ) -> None:
+        """One vote toward the quorum. An item in doubt may have run already: approving it
+        again lets it run once more, so the reviewer must say they checked that it did not
+        (``confirm_not_run``), and the log records that they did."""
         with self.store.write() as tx:
             item = load(tx, item_id)
             self._open_for_decision(item, by, allow_in_doubt=True)
-            if item["kind"] == "choice":
+            if item["kind"] == "choice" and item["status"] != "in_doubt":
                 raise InvalidRequest("a choice item is decided by choosing one of its options")
-            if item["status"] == "in_doubt":  # a human explicitly allows one more run
-                self._grant(tx, item, by, _json(item["exec_args"]), note=note)
-                self._log(tx, "review.approve", item, by=by, note=note, rerun_in_doubt=True)
+            if item["status"] == "in_doubt":
+                if confirm_not_run is not True:
+                    raise InvalidRequest(
+                        f"item {item_id} is in doubt: its first run may have happened."
+                        " Approve it again only after checking that the effect did not happen,"
+                        " and say so (API: confirm_not_run=true; CLI: --confirm-not-run;"
+                        " console: the confirmation box)"
+                    )
+                final = (
+                    _json(item["options"])[item["chosen"]].get("exec_args")
+                    if item["kind"] == "choice"
+                    else _json(item["edited_args"]) or _json(item["exec_args"])
+                )
+                self._grant(tx, item, by, final, note=note)
+                self._log(
+                    tx,
+                    "review.approve",
+                    item,
+                    by=by,
+                    note=note,
+                    rerun_in_doubt=True,
+                    confirmed_not_run=True,
+                    previous_owner=item["claim_owner"],
+                )
                 return
             votes = self._vote(tx, item, by, "approve", note)
             granted = votes >= item["quorum"]
@@ -318,7 +282,8 @@ class ReviewService:
     # -- expiry ------------------------------------------------------------------------
 
     def sweep(self, now: float | None = None, item_id: str | None = None) -> list[str]:
-        """Expire or escalate items past their review timeout; flag dead runners in_doubt."""
+        """Expire or escalate items past their review timeout; move runs whose lease lapsed
+        to in_doubt; tell and escalate past their SLA."""
         now = time.time() if now is None else now
         changed: list[str] = []
         with self.store.write() as tx:
@@ -351,14 +316,7 @@ class ReviewService:
                     self._update(tx, iid, status="expired", decided_by=SYSTEM, decided_at=now)
                     self._log(tx, "review.expire", item, by=SYSTEM, on_timeout=on_timeout)
                 changed.append(iid)
-            for iid, owner in tx.sql(
-                "SELECT id, claim_owner FROM proctor_review_items WHERE status = 'executing'"
-            ).fetchall():
-                if (item_id is None or iid == item_id) and not owner_alive(owner):
-                    item = load(tx, iid)
-                    self._update(tx, iid, status="in_doubt")
-                    self._log(tx, "grant.in_doubt", item, owner=owner)
-                    changed.append(iid)
+            changed.extend(self.grants.expire_leases(tx, item_id, now))
             for (iid,) in tx.sql(
                 "SELECT id FROM proctor_review_items WHERE status = 'pending'"
                 " AND sla_due IS NOT NULL AND sla_due <= ?"
@@ -410,57 +368,10 @@ class ReviewService:
 
     # -- grants ------------------------------------------------------------------------
 
-    def claim(self, item_id: str, original_digest: str | None, owner: str | None = None) -> Claim:
-        """Atomically take the right to run an approved action, or learn why not.
-
-        ``owner`` identifies the claiming attempt (see ``owner_id``); the same owner asking
-        again (a retried request) gets its claim back instead of waiting on itself.
-        """
-        owner = owner or owner_id()
-        with self.store.write() as tx:
-            item = load(tx, item_id)
-            status = item["status"]
-            if status == "executing" and item["claim_owner"] == owner:
-                return Claim("claimed", item)
-            if status == "executing" and not owner_alive(item["claim_owner"]):
-                self._update(tx, item_id, status="in_doubt")
-                self._log(tx, "grant.in_doubt", item, owner=item["claim_owner"])
-                return Claim("in_doubt", item)
-            if status == "executing":
-                return Claim("busy", item)
-            if status != "approved":
-                return Claim(status, item)
-            if load_controls(tx).kill_reason(item["agent"]) is not None:
-                return Claim("frozen", item)  # a stopped agent's grants wait for a revive
-            if item["grant_expires_at"] is not None and item["grant_expires_at"] < time.time():
-                self._update(tx, item_id, status="expired")
-                self._log(tx, "grant.expire", item)
-                return Claim("expired", item)
-            if (
-                original_digest is not None
-                and item["kind"] != "choice"
-                and (original_digest != item["args_digest"])
-            ):
-                raise Forbidden("these arguments are not the ones that were approved")
-            self._update(tx, item_id, status="executing", claim_owner=owner, claimed_at=time.time())
-            self._log(tx, "grant.claim", item, owner=owner, grant_digest=item["grant_digest"])
-            item["status"] = "executing"
-            return Claim("claimed", item)
-
-    def finish(self, tx: WriteTx, item_id: str, result: Any, error: BaseException | None) -> None:
-        """Record the outcome on the item, in the transaction that records the outcome."""
-        if error is None:
-            data = canonical(result)
-            text = (
-                data.decode()
-                if len(data) <= self.gate.max_args_bytes
-                else canonical({"_omitted": f"{len(data)} bytes"}).decode()
-            )
-            self._update(tx, item_id, status="done", result=text)
-        else:
-            kind = getattr(error, "error_type", None) or type(error).__name__  # remote reports
-            self._update(tx, item_id, status="failed", result_error=f"{kind}: {error}"[:1000])
-        tx.wake(item_id)
+    def claim(
+        self, item_id: str, original_digest: str | None, owner: str | None, token: str
+    ) -> Claim:
+        return self.grants.claim(item_id, original_digest, owner, token)
 
 
 def _age(seconds: float) -> str:

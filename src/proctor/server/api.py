@@ -27,28 +27,29 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
-from .._errors import Forbidden, NotFound
+from .._errors import Conflict, Forbidden, InvalidRequest, NotFound
 from ..audit.export import iter_records
 from ..audit.verify import verify
 from ..backend import LocalBackend, item_to_wire, verdict_from_wire, verdict_to_wire
 from ..gate import ReportedError, Verdict
-from ..policy import Action
+from ..policy import Action, Decision
 from ..review.items import ANSWERED, RECHECK_SECONDS, STATUSES, ReviewItem, status_of
 from ..runs import Run
 from ..sdk import Proctor
 from ..store.tables import audit_log, policies
-from .app import ORJSONResponse, Unauthorized
+from .app import ORJSONResponse, Unauthorized, log_refusal
 from .auth import Principal, create_token, list_tokens, revoke_token
 from .console_data import policy_history
 from .schemas import (
     INT64_MAX,
     ActionIn,
+    ApproveIn,
     ChoiceIn,
     ChooseIn,
     ClaimIn,
     EditIn,
     EscalateIn,
-    NoteIn,
+    LeaseIn,
     OutcomeIn,
     PolicyIn,
     RefusalIn,
@@ -181,16 +182,42 @@ class _Replay(Exception):
 
 
 @router.post("/outcomes", tags=["agents"])
-async def create_outcome(body: OutcomeIn, who: Who, request: Request) -> Any:
-    """Record how a tool call ended (and, for an approved item, finish its grant)."""
+def create_outcome(body: OutcomeIn, who: Who, request: Request) -> Any:
+    """Record how a tool call ended.
+
+    A plain call's outcome must name a decision recorded for this agent's call (by id and
+    seq); what the decision said (``on_error``, ``sample``) is taken from the log, not from
+    the request. An approved item's outcome may be recorded only by the runner holding its
+    claim (the claim token it claimed with), while the item runs or is in doubt: anything
+    else is 403 or 409, and logged as ``access.denied``.
+    """
     _acts_as(who, body.action.agent)
     px = _px(request)
-    local = _local(px)
-    verdict: Verdict = verdict_from_wire(body.verdict.model_dump())
-    error = ReportedError(body.error_type, body.error or "") if body.error_type else None
-    key = body.idempotency_key
+    try:
+        return _outcome(px, body, who)
+    except Conflict as exc:  # 403s are logged by the error handler; this refusal too
+        log_refusal(px, request, 409, str(exc))
+        raise
 
-    def in_tx(tx: Any) -> None:
+
+def _outcome(px: Proctor, body: OutcomeIn, who: Principal) -> Any:
+    local = _local(px)
+    error = ReportedError(body.error_type, body.error or "") if body.error_type else None
+    action = _action(body.action)
+    key = body.idempotency_key
+    item_id = body.item_id
+    if item_id is not None:
+        if not body.has_result:
+            raise InvalidRequest("an approved item's outcome carries its result (has_result)")
+        item = px.backend.item(item_id)
+        if item.agent != action.agent or not who.acts_as(item.agent):
+            raise Forbidden(f"item {item_id} is not an action of agent '{action.agent}'")
+        verdict = _item_verdict(item)
+    else:
+        verdict = _recorded_decision(px, verdict_from_wire(body.verdict.model_dump()), action)
+    limit = local.gate.max_args_bytes
+
+    def in_tx(tx: Any) -> bool:
         if key:
             seen = tx.sql(
                 "SELECT response FROM proctor_idempotency WHERE principal = ? AND key = ?",
@@ -203,23 +230,75 @@ async def create_outcome(body: OutcomeIn, who: Who, request: Request) -> Any:
                 " VALUES (?, ?, ?, ?)",
                 (who.token_id, key, "{}", time.time()),
             )
-        if body.item_id and body.has_result:
-            local.service.finish(tx, body.item_id, body.result, error)
+        if item_id is None:
+            return True
+        return local.service.grants.finish(tx, item_id, body.claim_token, body.result, error, limit)
 
     try:
         opened = local.gate.record_outcome(
             verdict,
-            _action(body.action),
+            action,
             _run(body.action.run, px),
             error=error,
             duration=body.duration,
             params=body.action.params,
-            item_id=body.item_id,
+            item_id=item_id,
             in_tx=in_tx,
         )
     except _Replay as replay:
         return orjson.loads(replay.response) or {"item_id": None, "replayed": True}
     return {"item_id": opened}
+
+
+def _item_verdict(item: ReviewItem) -> Verdict:
+    """An approved item's verdict, from the item as stored."""
+    decision = Decision(
+        "allow", tuple(item.rule_ids), f"approved by {item.decided_by}", item.policy_version
+    )
+    return Verdict(decision, item.decision_id, item.decision_seq, item.id)
+
+
+def _recorded_decision(px: Proctor, claimed: Verdict, action: Action) -> Verdict:
+    """The allow decision an outcome reports on, as the log recorded it."""
+    row = None
+    if claimed.seq is not None:
+        with px.store.read() as conn:
+            row = conn.execute(
+                sa.select(
+                    audit_log.c.id,
+                    audit_log.c.kind,
+                    audit_log.c.agent,
+                    audit_log.c.tool,
+                    audit_log.c.decision,
+                    audit_log.c.record,
+                ).where(audit_log.c.seq == claimed.seq)
+            ).first()
+    if (
+        row is None
+        or row.id != claimed.id
+        or row.kind != "decision"
+        or row.agent != action.agent
+        or row.tool != action.tool
+    ):
+        raise Forbidden(
+            f"no decision {claimed.id!r} at seq {claimed.seq} was recorded for"
+            f" {action.agent}'s call of {action.tool}"
+        )
+    if row.decision != "allow":
+        raise Conflict(f"decision {claimed.id} was {row.decision}: no tool ran under it")
+    rec = orjson.loads(row.record)
+    decision = Decision(
+        "allow",
+        tuple(rec.get("rules") or ()),
+        str(rec.get("reason") or ""),
+        rec.get("policy_version"),
+        rec.get("risk"),
+        queue=rec.get("queue"),
+        on_error=rec.get("on_error") == "review",
+        sample=float(rec.get("sample") or 0.0),
+        sample_queue=rec.get("sample_queue"),
+    )
+    return Verdict(decision, claimed.id, claimed.seq)
 
 
 @router.post("/refusals", tags=["agents"])
@@ -266,11 +345,25 @@ def end_run(run_id: str, body: RunEndIn, who: Who, request: Request) -> Any:
 
 @router.post("/reviews/{item_id}/claim", tags=["agents"])
 def claim(item_id: str, body: ClaimIn, who: Who, request: Request) -> Any:
-    """Claim an approved action's grant: ``claimed`` (run it now), ``busy``, ``done``, ..."""
+    """Claim an approved action's grant with a token of the runner's own making:
+    ``claimed`` (run it now, renewing the lease), ``busy``, ``done``, ``in_doubt``, ...
+
+    The same token claiming again (a retry after a lost response) gets its claim back.
+    """
     px = _px(request)
     item = px.backend.item(item_id)
     _acts_as(who, item.agent)
-    return {"state": _local(px).service.claim(item_id, body.args_digest, body.owner).state}
+    found = _local(px).service.grants.claim(item_id, body.args_digest, body.owner, body.token)
+    return {"state": found.state, "lease_seconds": found.lease_seconds}
+
+
+@router.post("/reviews/{item_id}/lease", tags=["agents"])
+def renew_lease(item_id: str, body: LeaseIn, who: Who, request: Request) -> Any:
+    """Renew the lease of a claim this token holds; ``held: false`` when it no longer does."""
+    px = _px(request)
+    item = px.backend.item(item_id)
+    _acts_as(who, item.agent)
+    return {"held": _local(px).service.grants.renew(item_id, body.token)}
 
 
 @router.post("/reviews/{item_id}/timeout", tags=["agents"])
@@ -301,8 +394,6 @@ async def wait(
     statuses = {s for s in until_not.split(",") if s}
     unknown = statuses - set(STATUSES)
     if unknown:
-        from .._errors import InvalidRequest
-
         raise InvalidRequest(f"while: unknown status {sorted(unknown)[0]!r}")
     loop = asyncio.get_running_loop()
     changed = asyncio.Event()
@@ -381,9 +472,12 @@ def _decide(request: Request, who: Who, item_id: str, verb: str, **fields: Any) 
 
 
 @router.post("/reviews/{item_id}/approve", tags=["reviews"])
-def approve(item_id: str, body: NoteIn, who: Who, request: Request) -> Any:
-    """Approve: one vote toward the queue's quorum."""
-    return _decide(request, who, item_id, "approve", note=body.note)
+def approve(item_id: str, body: ApproveIn, who: Who, request: Request) -> Any:
+    """Approve: one vote toward the queue's quorum. An item in doubt may have run already:
+    approving it again needs ``confirm_not_run: true`` (the reviewer checked it did not)."""
+    return _decide(
+        request, who, item_id, "approve", note=body.note, confirm_not_run=body.confirm_not_run
+    )
 
 
 @router.post("/reviews/{item_id}/reject", tags=["reviews"])

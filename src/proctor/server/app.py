@@ -148,7 +148,7 @@ def create_app(
     async def proctor_error(request: Request, exc: ProctorError) -> Response:
         status = 401 if isinstance(exc, Unauthorized) else status_of(exc)
         if status in (401, 403):
-            await asyncio.to_thread(_log_refusal, px, request, status, str(exc))
+            await asyncio.to_thread(log_refusal, px, request, status, str(exc))
         if not request.url.path.startswith("/api/"):
             return await console_error(request, exc)
         body: dict[str, Any] = {"error": type(exc).__name__, "message": str(exc)}
@@ -257,7 +257,7 @@ def _forget_keys(px: Proctor, before: float) -> None:
         tx.sql("DELETE FROM proctor_idempotency WHERE created_at < ?", (before,))
 
 
-def _log_refusal(px: Proctor, request: Request, status: int, reason: str) -> None:
+def log_refusal(px: Proctor, request: Request, status: int, reason: str) -> None:
     """Every refused attempt is in the decision log, with who tried what."""
     who: Principal | None = getattr(request.state, "principal", None)
     body = {

@@ -229,7 +229,10 @@ async def decide(item_id: str, verb: str, request: Request) -> Response:
     backend = _px(request).backend
     try:
         if verb == "approve":
-            backend.review("approve", item_id, who.name, note=form.get("note") or None)
+            fields: dict[str, Any] = {"note": form.get("note") or None}
+            if form.get("confirm_not_run") == "yes":
+                fields["confirm_not_run"] = True
+            backend.review("approve", item_id, who.name, **fields)
         elif verb == "reject":
             backend.review("reject", item_id, who.name, reason=form.get("reason", ""))
         elif verb == "escalate":

@@ -78,6 +78,7 @@ class OutcomeIn(_In):
     item_id: str | None = Field(default=None, max_length=64)
     has_result: bool = False
     result: Any = None
+    claim_token: str | None = Field(default=None, min_length=16, max_length=128)
     idempotency_key: str | None = Field(default=None, min_length=8, max_length=128)
 
 
@@ -113,6 +114,16 @@ class RunEndIn(_In):
 class ClaimIn(_In):
     args_digest: str | None = Field(default=None, min_length=64, max_length=64)
     owner: str | None = Field(default=None, max_length=300)
+    token: str = Field(min_length=16, max_length=128)  # the runner's own secret for this claim
+
+
+class LeaseIn(_In):
+    token: str = Field(min_length=16, max_length=128)
+
+
+class ApproveIn(_In):
+    note: str | None = Field(default=None, max_length=4000)
+    confirm_not_run: bool = False  # needed to approve an item in doubt again
 
 
 class NoteIn(_In):

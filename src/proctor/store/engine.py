@@ -2,8 +2,13 @@
 
 Reads go through SQLAlchemy Core. Writes go through :class:`WriteTx`, which holds the
 audit chain's head for the length of one transaction (SQLite ``BEGIN IMMEDIATE``,
-PostgreSQL ``SELECT ... FOR UPDATE``) on a per-thread DBAPI connection: this is the hot
-path of every decision, so it skips the ORM-level machinery it does not need.
+PostgreSQL ``SELECT ... FOR UPDATE``) on a DBAPI connection taken from a small bounded
+pool: this is the hot path of every decision, so it skips the ORM-level machinery it does
+not need.
+
+Connections per process are bounded by ``PROCTOR_POOL_SIZE`` (N): at most N writers and
+2N readers, plus one listener for wake-ups and, on SQLite, one WAL checkpointer. A thread
+holds a connection only for one transaction, so short-lived threads leave nothing behind.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,9 +31,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from .._errors import ConfigError, StoreError
-from ..audit.chain import canonical, header, link
+from ..audit.chain import FORMAT, canonical, header_v2, link
 from . import schema
 from .notify import WakeHub
+from .pool import Writer, WriterPool
 
 DBAPI_ERRORS: tuple[type[BaseException], ...] = (sqlite3.Error, psycopg.Error)
 
@@ -95,9 +101,10 @@ class WriteTx:
         rid = record_id or os.urandom(16).hex()
         now = time.time()
         record = {
-            "v": 1,
+            "v": FORMAT,
             "seq": seq,
             "id": rid,
+            "ts": now,
             "time": datetime.fromtimestamp(now, UTC).isoformat(),
             "kind": kind,
             "agent": agent,
@@ -106,11 +113,12 @@ class WriteTx:
             **body,
         }
         data = canonical(record)
-        digest = link(self.head_hash, header(seq, kind, agent, tool, decision), data)
+        digest = link(self.head_hash, header_v2(seq, rid, now, kind, agent, tool, decision), data)
         self.sql(
-            "INSERT INTO proctor_audit_log (seq, id, ts, kind, agent, tool, decision, hash, record)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (seq, rid, now, kind, agent, tool, decision, digest, data.decode()),
+            "INSERT INTO proctor_audit_log"
+            " (seq, id, ts, kind, agent, tool, decision, hash, record, fmt)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (seq, rid, now, kind, agent, tool, decision, digest, data.decode(), FORMAT),
         )
         self.head_seq, self.head_hash, self._dirty = seq, digest, True
         return Appended(seq, rid, digest)
@@ -152,7 +160,14 @@ class WriteTx:
 class Store:
     """SQLite (embedded default) or PostgreSQL behind the same methods."""
 
-    def __init__(self, url: str, *, durability: str = "process", busy_timeout_ms: int = 5000):
+    def __init__(
+        self,
+        url: str,
+        *,
+        durability: str = "process",
+        busy_timeout_ms: int = 5000,
+        pool_size: int = 5,
+    ) -> None:
         if durability not in ("process", "power"):
             raise ConfigError("durability must be 'process' or 'power'")
         self.url = normalize_url(url)
@@ -173,17 +188,22 @@ class Store:
             self.url = f"sqlite:///{self.sqlite_path}"
         self.durability = durability
         self._busy_timeout_ms = busy_timeout_ms
+        if pool_size < 1:
+            raise ConfigError("the pool size must be at least 1")
+        self.pool_size = pool_size
         self.engine = self._make_engine(QueuePool=True)
         self._writer_engine = self._make_engine(QueuePool=False)
-        self._local = threading.local()
-        self._writers: list[Any] = []
-        self._writers_lock = threading.Lock()
+        self.writers = WriterPool(
+            self._open_writer, pool_size, busy_timeout_ms / 1000, DBAPI_ERRORS
+        )
         self._ready = False
         self._ready_lock = threading.Lock()
         self._pid = os.getpid()
         self._qmark = self.dialect == "sqlite"
         self._checkpointer: _Checkpointer | None = None
+        self._checkpointer_lock = threading.Lock()
         self._hub: WakeHub | None = None
+        self._file_fd: int | None = None  # SQLite: the database file, to notice its deletion
 
     @property
     def hub(self) -> WakeHub:
@@ -210,9 +230,28 @@ class Store:
             }
         else:
             kwargs["connect_args"] = {"connect_timeout": 5}
+            if "application_name" not in make_url(self.url).query:
+                kwargs["connect_args"]["application_name"] = "proctor"
             if QueuePool:
-                kwargs.update(pool_size=5, max_overflow=20, pool_pre_ping=True)
+                kwargs.update(pool_pre_ping=True)
+        if QueuePool:  # readers: at most twice the pool size, waiting as long as a writer
+            kwargs.update(
+                pool_size=self.pool_size,
+                max_overflow=self.pool_size,
+                pool_timeout=self._busy_timeout_ms / 1000,
+            )
         engine = sa.create_engine(self.url, **kwargs)
+        if self.dialect == "postgresql":
+            lock_ms = self._busy_timeout_ms
+
+            @event.listens_for(engine, "connect")
+            def _on_pg_connect(dbapi_conn: Any, _record: Any) -> None:
+                # A writer waiting on the chain's row lock gives up like a SQLite writer
+                # does, instead of waiting for ever behind a stuck transaction.
+                with dbapi_conn.cursor() as cur:
+                    cur.execute(f"SET lock_timeout = {int(lock_ms)}")
+                dbapi_conn.commit()
+
         if self.dialect == "sqlite":
             sync = "FULL" if self.durability == "power" else "NORMAL"
             busy = self._busy_timeout_ms
@@ -258,84 +297,114 @@ class Store:
     def safe_url(self) -> str:
         return make_url(self.url).render_as_string(hide_password=True)
 
-    def _writer(self) -> Any:
-        if os.getpid() != self._pid:  # a forked child must not share the parent's sockets
-            self._local = threading.local()
-            self._writers = []
-            self._checkpointer = None
-            self._pid = os.getpid()
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            self.ensure_schema()
-            try:
-                proxy = self._writer_engine.raw_connection()
-            except sa.exc.DBAPIError as exc:
-                raise StoreError(f"cannot connect to {self.safe_url}: {exc.orig}") from exc
-            conn = self._local.conn = proxy
-            driver: Any = proxy.driver_connection
-            self._local.cursor = driver.cursor()
-            with self._writers_lock:
-                self._writers.append(proxy)
-                if self.sqlite_path is not None and self._checkpointer is None:
+    def _open_writer(self) -> Writer:
+        """A new writer connection (the pool calls this when it may open one more)."""
+        self.ensure_schema()
+        try:
+            proxy = self._writer_engine.raw_connection()
+        except sa.exc.DBAPIError as exc:
+            raise StoreError(f"cannot connect to {self.safe_url}: {exc.orig}") from exc
+        except DBAPI_ERRORS as exc:  # raw_connection hands the driver's errors up unwrapped
+            raise StoreError(f"cannot connect to {self.safe_url}: {exc}") from exc
+        driver: Any = proxy.driver_connection
+        if self.sqlite_path is not None:
+            self._watch_file()
+            with self._checkpointer_lock:
+                if self._checkpointer is None or self._checkpointer.pid != os.getpid():
                     self._checkpointer = _Checkpointer(self.sqlite_path, self._busy_timeout_ms)
-        return conn
+        return Writer(proxy, driver, driver.cursor())
+
+    def _watch_file(self) -> None:
+        """Keep the database file open by descriptor: if someone deletes or replaces the
+        file, its link count drops to zero and writes must stop (they would go nowhere)."""
+        if self._file_fd is None and self.sqlite_path is not None:
+            with self._checkpointer_lock:
+                if self._file_fd is None:
+                    self._file_fd = os.open(self.sqlite_path, os.O_RDONLY | os.O_CLOEXEC)
+
+    def _check_file(self) -> None:
+        fd = self._file_fd
+        if fd is not None and os.fstat(fd).st_nlink == 0:
+            raise StoreError(
+                f"the database file {self.sqlite_path} was deleted or replaced while this"
+                " process had it open; decisions are refused until Proctor is restarted"
+            )
 
     @contextmanager
     def write(self) -> Iterator[WriteTx]:
         """A transaction that holds the chain head until it commits."""
-        proxy = self._writer()
-        raw = proxy.driver_connection
+        writer = self.writers.acquire()
         try:
-            cur = self._local.cursor
-            if self.dialect == "sqlite":
-                cur.execute("BEGIN IMMEDIATE")
-                row = cur.execute(
-                    "SELECT head_seq, head_hash, policy_version, controls_epoch, shadow_version"
-                    " FROM proctor_state WHERE id = 1"
-                ).fetchone()
-            else:
-                row = cur.execute(
-                    "SELECT head_seq, head_hash, policy_version, controls_epoch, shadow_version"
-                    " FROM proctor_state WHERE id = 1 FOR UPDATE"
-                ).fetchone()
-            tx = WriteTx(self, cur, row[0], row[1], row[2], row[3], row[4])
+            tx = self._begin(writer)
         except DBAPI_ERRORS as exc:
-            self._discard(raw)
-            raise StoreError(f"the decision store is unavailable ({self.safe_url}): {exc}") from exc
+            self.writers.discard(writer)
+            if not writer.reused:
+                raise StoreError(
+                    f"the decision store is unavailable ({self.safe_url}): {exc}"
+                ) from exc
+            # An idle connection may have died with its server; nothing was written yet,
+            # so one fresh connection gets one more try.
+            writer = self.writers.acquire()
+            try:
+                tx = self._begin(writer)
+            except DBAPI_ERRORS as exc2:
+                self.writers.discard(writer)
+                raise StoreError(
+                    f"the decision store is unavailable ({self.safe_url}): {exc2}"
+                ) from exc2
+            except BaseException:
+                self._rollback(writer)
+                raise
+        except BaseException:
+            self._rollback(writer)
+            raise
         try:
             yield tx
             tx._finish()
             if self.dialect == "postgresql":
-                raw.commit()
+                writer.raw.commit()
             else:
-                cur.execute("COMMIT")
+                writer.cursor.execute("COMMIT")
                 if self._checkpointer is not None:
                     self._checkpointer.pending = True
                 for item_id in tx.woken:
                     self.hub.notify_after_commit(item_id)
         except DBAPI_ERRORS as exc:
-            self._discard(raw)
+            self.writers.discard(writer)
             raise StoreError(f"writing to {self.safe_url} failed: {exc}") from exc
         except BaseException:
-            self._rollback(raw)
+            self._rollback(writer)
             raise
+        self.writers.release(writer)
 
-    def _rollback(self, raw: Any) -> None:
+    def _begin(self, writer: Writer) -> WriteTx:
+        cur = writer.cursor
+        if self.dialect == "sqlite":
+            cur.execute("BEGIN IMMEDIATE")
+            self._check_file()
+            row = cur.execute(
+                "SELECT head_seq, head_hash, policy_version, controls_epoch, shadow_version"
+                " FROM proctor_state WHERE id = 1"
+            ).fetchone()
+        else:
+            cur.execute(
+                "SELECT head_seq, head_hash, policy_version, controls_epoch, shadow_version"
+                " FROM proctor_state WHERE id = 1 FOR UPDATE"
+            )
+            row = cur.fetchone()
+        return WriteTx(self, cur, row[0], row[1], row[2], row[3], row[4])
+
+    def _rollback(self, writer: Writer) -> None:
+        """Give the connection back clean, or drop it if even that fails."""
         try:
-            raw.rollback() if self.dialect == "postgresql" else raw.execute("ROLLBACK")
+            if self.dialect == "postgresql":
+                writer.raw.rollback()
+            elif writer.raw.in_transaction:
+                writer.cursor.execute("ROLLBACK")
         except DBAPI_ERRORS:
-            self._discard(raw)
-
-    def _discard(self, raw: Any) -> None:
-        """Drop a connection in an unknown state; the next write opens a fresh one."""
-        conn = getattr(self._local, "conn", None)
-        self._local.conn = None
-        if conn is not None:
-            with self._writers_lock:
-                if conn in self._writers:
-                    self._writers.remove(conn)
-            with suppress(*DBAPI_ERRORS):
-                conn.invalidate()
+            self.writers.discard(writer)
+            return
+        self.writers.release(writer)
 
     @contextmanager
     def read(self) -> Iterator[sa.Connection]:
@@ -354,12 +423,10 @@ class Store:
         if self._checkpointer is not None:
             self._checkpointer.stop()
             self._checkpointer = None
-        with self._writers_lock:
-            writers, self._writers = self._writers, []
-        for conn in writers:
-            with suppress(*DBAPI_ERRORS):
-                conn.close()
-        self._local = threading.local()
+        self.writers.close()
+        if self._file_fd is not None:
+            os.close(self._file_fd)
+            self._file_fd = None
         self.engine.dispose()
         self._writer_engine.dispose()
 
@@ -373,6 +440,7 @@ class _Checkpointer:
         self.path = path
         self.busy_timeout_ms = busy_timeout_ms
         self.pending = False  # a plain flag: an Event's lock costs microseconds per commit
+        self.pid = os.getpid()  # a forked child starts its own
         self._stopped = threading.Event()
         self._thread = threading.Thread(
             target=self._run, name="proctor-wal-checkpoint", daemon=True

@@ -1,0 +1,38 @@
+"""Review item rows inside a write transaction: read one, change it, log what happened.
+
+Every change to an item and the log record that says so share one transaction, which holds
+the audit chain's lock: two people acting on one item are serialized.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .._errors import NotFound
+from ..store import WriteTx
+
+
+def load(tx: WriteTx, item_id: str) -> dict[str, Any]:
+    cur = tx.sql("SELECT * FROM proctor_review_items WHERE id = ?", (item_id,))
+    row = cur.fetchone()
+    if row is None:
+        raise NotFound(f"no review item {item_id!r}")
+    return dict(zip([d[0] for d in cur.description], row, strict=True))
+
+
+def update(tx: WriteTx, item_id: str, **fields: Any) -> None:
+    fields["updated_at"] = time.time()
+    cols = ", ".join(f"{k} = ?" for k in fields)
+    tx.sql(f"UPDATE proctor_review_items SET {cols} WHERE id = ?", (*fields.values(), item_id))
+
+
+def log(tx: WriteTx, kind: str, item: dict[str, Any], **body: Any) -> None:
+    """Append ``kind`` about ``item`` and wake whoever waits on it once this commits."""
+    tx.append(
+        kind,
+        {"item_id": item["id"], "queue": item["queue"], **body},
+        agent=item["agent"],
+        tool=item["tool"],
+    )
+    tx.wake(item["id"])
