@@ -22,6 +22,8 @@ import orjson
 
 from .._errors import Conflict, Forbidden, InvalidRequest, NotFound
 from .._settings import setting
+from .._values import storable_json
+from .._values import text as storable_text
 from ..audit.chain import canonical
 from ..controls import load as load_controls
 from ..policy import Action, CompiledPolicy, evaluate
@@ -450,7 +452,7 @@ class ReviewService:
     def finish(self, tx: WriteTx, item_id: str, result: Any, error: BaseException | None) -> None:
         """Record the outcome on the item, in the transaction that records the outcome."""
         if error is None:
-            data = canonical(result)
+            data = storable_json(result)  # it has happened: stored whatever it holds
             text = (
                 data.decode()
                 if len(data) <= self.gate.max_args_bytes
@@ -459,7 +461,8 @@ class ReviewService:
             self._update(tx, item_id, status="done", result=text)
         else:
             kind = getattr(error, "error_type", None) or type(error).__name__  # remote reports
-            self._update(tx, item_id, status="failed", result_error=f"{kind}: {error}"[:1000])
+            message = storable_text(f"{kind}: {error}")[:1000]
+            self._update(tx, item_id, status="failed", result_error=message)
         tx.wake(item_id)
 
 
