@@ -356,3 +356,32 @@ def test_an_outcome_is_recorded_once_the_server_is_back(server: Server, tmp_path
     done = admin.reviews.get(item.id)
     assert (done.status, done.result) == ("done", "refunded 250.0 on A-1")
     admin.close()
+
+
+def test_values_that_cannot_be_recorded_are_refused_and_logged_remotely(server: Server) -> None:
+    admin = server.client(server.admin)
+    admin.policy.apply(POLICY)
+    agent = server.client(server.token("agent", "runner", agents="support-bot"))
+
+    @agent.tool(agent="support-bot")
+    def issue_refund(order_id: str, amount: float) -> str:
+        raise AssertionError("must not run")
+
+    for amount, why in ((float("-inf"), "not a finite number"), ("\ud800", "surrogate")):
+        with pytest.raises(Denied, match=why) as info:
+            issue_refund("A-1", amount)  # type: ignore[arg-type]
+        assert info.value.rule_ids == ("invalid-input",)
+    with (
+        agent.run(agent="support-bot", confidence=float("nan")),
+        pytest.raises(Denied, match="not a finite number"),
+    ):
+        issue_refund("A-2", 5.0)
+    denials = httpx.get(
+        f"{server.url}/api/v1/decisions",
+        params={"kind": "decision"},
+        headers={"Authorization": f"Bearer {server.admin}"},
+    ).json()
+    assert [d["record"]["rules"] for d in denials] == [["invalid-input"]] * 3
+    assert all(d["record"]["decision"] == "deny" for d in denials)
+    agent.close()
+    admin.close()

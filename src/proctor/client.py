@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import httpx
+import orjson
 
 from ._errors import (
     InvalidRequest,
@@ -22,9 +23,10 @@ from ._errors import (
     StoreError,
     error_for_status,
 )
+from ._values import omitted, problem, storable_json, text
 from .audit.chain import canonical
 from .backend import _NOT_GIVEN, item_from_wire, verdict_from_wire, verdict_to_wire
-from .gate import SERVER_UNREACHABLE, Verdict, error_type
+from .gate import INVALID_INPUT, SERVER_UNREACHABLE, Verdict, admitted, error_type
 from .policy import Action, CompiledPolicy, compile_policy
 from .policy.evaluate import refuse
 from .review.items import ReviewItem
@@ -47,12 +49,13 @@ class ServerUnreachable(StoreError):
 def _run_wire(run: Run | None) -> dict[str, Any] | None:
     if run is None:
         return None
+    invalid = problem(run.context, "context")
     return {
         "id": run.id,
         "trace_id": run.trace_id,
         "parent_id": run.parent.id if run.parent else None,
         "agent": run.agent,
-        "context": run.context,
+        "context": run.context if invalid is None else omitted(invalid),
         "started": run.started,
         "history": list(run.history),
     }
@@ -136,6 +139,14 @@ class RemoteBackend:
     # -- the agent's side --------------------------------------------------------------
 
     def decide(self, action: Action, run: Run | None, params: dict[str, Any] | None) -> Verdict:
+        safe, invalid = admitted(action)
+        if invalid is not None:  # refused here, as the embedded gate would; and recorded
+            try:
+                verdict = self.record_refusal(safe, run, invalid, INVALID_INPUT)
+            except StoreError as exc:
+                reason = f"{invalid} (and the refusal could not be recorded: {exc})"
+                return Verdict(refuse(reason, INVALID_INPUT, None), None, None)
+            return verdict
         body = _action_wire(action, run, params, idempotency_key())
         try:
             verdict = verdict_from_wire(self._call("POST", "/api/v1/actions", body))
@@ -160,15 +171,17 @@ class RemoteBackend:
         result: Any = _NOT_GIVEN,
         claim_token: str | None = None,
     ) -> str | None:
+        action, _ = admitted(action)  # a tool may have changed its arguments as it ran
         body = {
             "verdict": verdict_to_wire(verdict),
             "action": _action_wire(action, run, params),
-            "error_type": error_type(error) if error is not None else None,
-            "error": str(error)[:2000] if error is not None else None,
+            "error_type": text(error_type(error))[:200] if error is not None else None,
+            "error": text(str(error))[:2000] if error is not None else None,
             "duration": duration,
             "item_id": item_id,
             "has_result": result is not _NOT_GIVEN,
-            "result": None if result is _NOT_GIVEN else result,
+            # it has happened: sent in a form the server can store, whatever it holds
+            "result": None if result is _NOT_GIVEN else orjson.loads(storable_json(result)),
             "claim_token": claim_token,
             "idempotency_key": idempotency_key(),
         }
@@ -178,6 +191,7 @@ class RemoteBackend:
         return str(opened) if opened else None
 
     def record_refusal(self, action: Action, run: Run | None, reason: str, rule_id: str) -> Verdict:
+        action, _ = admitted(action)
         body = {"action": _action_wire(action, run), "reason": reason, "rule_id": rule_id}
         return verdict_from_wire(self._call("POST", "/api/v1/refusals", body))
 

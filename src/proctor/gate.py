@@ -12,13 +12,14 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
 from ._errors import PolicyError, StoreError
 from ._masking import mask
+from ._values import omitted, problem, text
 from .audit.chain import canonical
 from .controls import Controls
 from .controls import load as load_controls
@@ -33,6 +34,7 @@ KILL_SWITCH = "kill-switch"
 STORE_UNAVAILABLE = "store-unavailable"
 SERVER_UNREACHABLE = "server-unreachable"
 PAYLOAD_TOO_LARGE = "payload-too-large"
+INVALID_INPUT = "invalid-input"
 DEFAULT_REVIEW_TIMEOUT = 4 * 3600.0
 
 
@@ -104,11 +106,12 @@ class Gate:
         self, action: Action, run: Run | None, params: dict[str, Any] | None = None
     ) -> Verdict:
         """Evaluate and record; a store failure yields an unrecorded deny, never an allow."""
+        action, invalid = admitted(action)
         args_bytes = canonical(action.args)
         digest = hashlib.sha256(args_bytes).hexdigest()
         try:
             with self.store.write() as tx:
-                verdict = self._decide_in(tx, action, run, digest, len(args_bytes), params)
+                verdict = self._decide_in(tx, action, run, digest, len(args_bytes), params, invalid)
         except StoreError as exc:
             return Verdict(refuse(f"failing closed: {exc}", STORE_UNAVAILABLE, None), None, None)
         if run is not None:
@@ -122,9 +125,10 @@ class Gate:
     ) -> Verdict:
         """``decide`` inside a transaction the caller holds (the server stores an
         idempotency key in the same one)."""
+        action, invalid = admitted(action)
         args_bytes = canonical(action.args)
         digest = hashlib.sha256(args_bytes).hexdigest()
-        return self._decide_in(tx, action, run, digest, len(args_bytes), params)
+        return self._decide_in(tx, action, run, digest, len(args_bytes), params, invalid)
 
     def _decide_in(
         self,
@@ -134,6 +138,7 @@ class Gate:
         digest: str,
         size: int,
         params: dict[str, Any] | None,
+        invalid: str | None = None,
     ) -> Verdict:
         policy: CompiledPolicy | None = None
         controls = self.controls_for(tx)
@@ -146,6 +151,9 @@ class Gate:
                 KILL_SWITCH,
                 tx.policy_version,
             )
+        elif invalid is not None:
+            decision = refuse(invalid, INVALID_INPUT, tx.policy_version)
+            policy = self._usable_policy(tx)  # to mask what is stored of the valid half
         elif size > self.max_args_bytes:
             decision = refuse(
                 f"the arguments are {size} bytes, over the {self.max_args_bytes}-byte limit",
@@ -207,6 +215,12 @@ class Gate:
         )
         return Verdict(decision, rec.id, rec.seq, item_id, timeout, on_timeout)
 
+    def _usable_policy(self, tx: WriteTx) -> CompiledPolicy | None:
+        try:
+            return self.policy_for(tx)
+        except PolicyError:
+            return None
+
     def _shadow(
         self, tx: WriteTx, action: Action, stage: int | None, decision: Decision
     ) -> dict[str, Any] | None:
@@ -245,6 +259,7 @@ class Gate:
 
     def record_refusal(self, action: Action, run: Run | None, reason: str, rule_id: str) -> Verdict:
         """Log an action refused before policy was consulted (a held run, say)."""
+        action, _ = admitted(action)
         digest = hashlib.sha256(canonical(action.args)).hexdigest()
         with self.store.write() as tx:
             policy = self.policy_for(tx)
@@ -280,8 +295,9 @@ class Gate:
                 return Verdict(decision, None, None)
             if run is not None and not run.started:
                 self._record_run_start(tx, run, policy.sensitive)
+            invalid = _invalid_options(offered)
             options = []
-            for action, meta in offered:
+            for action, meta in offered if invalid is None else ():
                 verdict = evaluate(policy, action)
                 if verdict.decision == "deny":
                     continue
@@ -300,18 +316,20 @@ class Gate:
             first = offered[0][0]
             queue = queue or policy.document.defaults.queue or next(iter(policy.queues), None)
             if not options or queue is None:
-                why = (
-                    "the policy denies every option"
-                    if not options
-                    else "the policy names no queue for choices (set defaults.queue)"
-                )
-                decision = refuse(why, "choice", policy.version)
+                rule = "choice" if invalid is None else INVALID_INPUT
+                if invalid is not None:
+                    why = invalid
+                elif not options:
+                    why = "the policy denies every option"
+                else:
+                    why = "the policy names no queue for choices (set defaults.queue)"
+                decision = refuse(why, rule, policy.version)
                 rec = tx.append(
                     "decision",
                     {
                         "choice": True,
                         "reason": why,
-                        "rules": ["choice"],
+                        "rules": [rule],
                         "policy_version": policy.version,
                         **_run_fields(run),
                     },
@@ -411,6 +429,7 @@ class Gate:
         ``in_tx`` runs first in the same transaction (a grant's item is finished with it);
         when it returns False the outcome is already recorded and nothing more is written.
         """
+        action, _ = admitted(action)  # a tool may have changed its arguments as it ran
         decision = verdict.decision
         with self.store.write() as tx:
             if in_tx is not None and not in_tx(tx):
@@ -528,10 +547,12 @@ class Gate:
         self, tx: WriteTx, run: Run, sensitive: tuple[tuple[str, ...], ...]
     ) -> None:
         masked: list[str] = []
+        invalid = problem(run.context, "context")
+        context = run.context if invalid is None else omitted(invalid)
         tx.append(
             "run.start",
             {
-                "context": mask("context", run.context, sensitive, masked),
+                "context": mask("context", context, sensitive, masked),
                 "masked": masked,
                 **_run_fields(run),
             },
@@ -550,6 +571,37 @@ class Gate:
                 },
                 agent=run.agent,
             )
+
+
+def admitted(action: Action) -> tuple[Action, str | None]:
+    """The action as it may be recorded, and why it must be refused without evaluation
+    (None: it may be evaluated). Arguments or context nested too deep, holding a lone
+    surrogate or a non-finite number (see ``_values``) are stored as a placeholder that
+    says why, so the refusal itself is always recorded."""
+    args = problem(action.args, "args")
+    context = problem(action.context, "context")
+    if args is None and context is None:
+        return action, None
+    safe = replace(
+        action,
+        args=action.args if args is None else omitted(args),
+        context=action.context if context is None else omitted(context),
+    )
+    return safe, args or context
+
+
+def _invalid_options(offered: list[tuple[Action, dict[str, Any]]]) -> str | None:
+    """Why a choice cannot even be offered: an option's arguments, what the agent says of
+    it (probability, risks) or the context cannot be stored or evaluated."""
+    for i, (action, meta) in enumerate(offered):
+        found = (
+            problem(action.args, f"options[{i}].args")
+            or problem(meta, f"options[{i}]")
+            or problem(action.context, "context")
+        )
+        if found is not None:
+            return found
+    return None
 
 
 def _timeouts(policy: CompiledPolicy | None, queue: str | None) -> tuple[float, str]:
@@ -585,5 +637,7 @@ def error_type(error: BaseException) -> str:
 
 
 def _error_text(error: BaseException) -> str:
-    text = str(error)
-    return text if len(text) <= 500 else text[:497] + "..."
+    """The error's message as it is stored: at most 500 characters, lone surrogates
+    replaced by U+FFFD (a message may quote undecodable input)."""
+    message = text(str(error))
+    return message if len(message) <= 500 else message[:497] + "..."

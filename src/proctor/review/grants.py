@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._errors import Conflict, Forbidden
+from .._values import storable_json
+from .._values import text as storable_text
 from ..audit.chain import canonical
 from ..controls import load as load_controls
 from ..store import Store, WriteTx
@@ -226,7 +228,7 @@ class Grants:
             raise Conflict(f"item {item_id} is {status}: no outcome can be recorded for it")
         fields: dict[str, Any] = {"lease_expires_at": None}
         if error is None:
-            data = canonical(result)
+            data = storable_json(result)  # it has happened: stored whatever it holds
             text = (
                 data.decode()
                 if len(data) <= max_bytes
@@ -235,7 +237,7 @@ class Grants:
             fields.update(status="done", result=text)
         else:
             kind = getattr(error, "error_type", None) or type(error).__name__  # remote reports
-            fields.update(status="failed", result_error=f"{kind}: {error}"[:1000])
+            fields.update(status="failed", result_error=storable_text(f"{kind}: {error}")[:1000])
         update(tx, item_id, **fields)
         if status == "in_doubt":  # its runner was alive after all: its word settles it
             log(tx, "grant.settled", item, by="runner", outcome=fields["status"])

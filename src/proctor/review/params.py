@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._errors import InvalidRequest
+from .._values import check
 
 _SIMPLE = {str: "str", int: "int", float: "float", bool: "bool", list: "list", dict: "dict"}
 
@@ -71,9 +72,11 @@ def _fits(value: Any, type_name: str) -> bool:
 
 
 def check_edit(schema: dict[str, Any] | None, edits: dict[str, Any]) -> None:
-    """Refuse edits that name unknown parameters or carry values of the wrong type."""
+    """Refuse edits that name unknown parameters, carry values of the wrong type, or hold
+    what cannot be stored or evaluated (``_values``)."""
     if not isinstance(edits, dict) or not edits:
         raise InvalidRequest("an edit needs a non-empty mapping of argument names to new values")
+    check(edits, "args")  # what the agent may not send, a reviewer may not either
     if schema is None:
         return
     params = schema.get("params", {})

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from .._values import problem
 
 INT64_MAX = 2**63 - 1  # what the databases store; larger integers are refused with 422
 Name = Field(min_length=1, max_length=200)
@@ -16,11 +18,20 @@ class _In(BaseModel):
 
     @field_validator("*", mode="after")
     @classmethod
-    def _no_nul(cls, value: Any) -> Any:
-        """Text columns cannot hold NUL (PostgreSQL refuses it): say so as bad input."""
+    def _storable(cls, value: Any, info: ValidationInfo) -> Any:
+        """Say as bad input what could not be stored or evaluated: text columns cannot hold
+        NUL (PostgreSQL refuses it), and no field may hold a lone surrogate, a non-finite
+        number or nesting deeper than ``_values.MAX_DEPTH`` (JSON and CEL cannot)."""
+        if value is None or isinstance(value, BaseModel):
+            return value  # a nested model checks its own fields
         texts = value if isinstance(value, list) else [value]
         if any(isinstance(t, str) and "\x00" in t for t in texts):
             raise ValueError("must not contain NUL (\\x00) characters")
+        if isinstance(value, list) and any(isinstance(v, BaseModel) for v in value):
+            return value
+        found = problem(value, info.field_name or "value")
+        if found is not None:
+            raise ValueError(found)
         return value
 
 
