@@ -252,6 +252,29 @@ def test_sensitive_fields_are_masked_but_digest_is_of_real_args(gpx: Proctor) ->
     )
 
 
+def test_refusals_before_evaluation_mask_sensitive_fields_too(db_url: str) -> None:
+    """The kill switch and the size limit refuse before the rules run; what they store is
+    masked by the policy all the same."""
+    from proctor import controls
+
+    with Proctor(db_url, max_args_bytes=200) as px:
+        px.policy.apply(POLICY)
+
+        @px.tool(agent="bot")
+        def lookup(order_id: str, card: str) -> str:
+            raise AssertionError("must not run")
+
+        with px.run(agent="bot", customer={"ssn": "123-45-6789"}):
+            with pytest.raises(Denied, match="200-byte limit"):
+                lookup("A" * 300, "4111111111111111")
+            controls.kill(px.store, "bot", "incident 12")
+            with pytest.raises(Denied, match="kill switch"):
+                lookup("A1", "4111111111111111")
+        with px.store.read() as conn:
+            raw = " ".join(r for (r,) in conn.execute(sa.select(audit_log.c.record)))
+        assert "4111111111111111" not in raw and "123-45-6789" not in raw
+
+
 def test_oversized_arguments_are_denied_and_not_stored(db_url: str) -> None:
     with Proctor(db_url, max_args_bytes=1000) as px:
         px.policy.apply(POLICY)

@@ -145,21 +145,25 @@ class Gate:
         stopped = controls.kill_reason(action.agent)
         stage = controls.stages.get(action.agent)
         shadow: dict[str, Any] | None = None
+        # Refusals made before evaluation still load the policy: its ``sensitive:`` paths
+        # mask what is stored of the action.
         if stopped is not None:
             decision = refuse(
                 f"agent '{action.agent}' is stopped by the kill switch: {stopped}",
                 KILL_SWITCH,
                 tx.policy_version,
             )
+            policy = self._usable_policy(tx)
         elif invalid is not None:
             decision = refuse(invalid, INVALID_INPUT, tx.policy_version)
-            policy = self._usable_policy(tx)  # to mask what is stored of the valid half
+            policy = self._usable_policy(tx)
         elif size > self.max_args_bytes:
             decision = refuse(
                 f"the arguments are {size} bytes, over the {self.max_args_bytes}-byte limit",
                 PAYLOAD_TOO_LARGE,
                 tx.policy_version,
             )
+            policy = self._usable_policy(tx)
         else:
             try:
                 policy = self.policy_for(tx)
