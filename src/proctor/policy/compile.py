@@ -18,9 +18,19 @@ import orjson
 
 from .._errors import PolicyError
 from .schema import Agent, PolicyDocument, Queue, Rule, validate
-from .source import Located, load_yaml
+from .source import Located, Path, load_yaml
+from .types import Kind, check
 
 ROOTS = frozenset({"tool", "args", "context", "agent", "action"})
+# What evaluate() always hands CEL under these names, whatever the action.
+VARIABLE_KINDS: dict[str, Kind] = {
+    "tool": "string",
+    "risk": "number",
+    "args": "map",
+    "context": "map",
+    "agent": "map",
+    "action": "map",
+}
 _CEL_ERROR = re.compile(r"<input>:(\d+):(\d+): (.*?)(?:\n|$)")
 _BOUND = re.compile(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_]\w*)\s*,")
 _TOOL_EQ = re.compile(r'^\(*\s*tool\s*==\s*(["\'])([^"\']*)\1\s*\)*$')
@@ -125,11 +135,15 @@ def compile_policy(text: str, source: str = "<policy>") -> CompiledPolicy:
     risk_fields: dict[str, frozenset[str] | None] = {}
     if doc.risk is not None:
         risk = _compile_cel(doc.risk, ("risk",), located, ROOTS)
+        _check_kind(doc.risk, "number", ("risk",), located, "'risk' must give a number")
         risk_roots = ROOTS.intersection(risk.variables())
         risk_fields = _fields(doc.risk, risk_roots)
     rules: list[CompiledRule] = []
     for i, rule in enumerate(doc.rules):
-        program = _compile_cel(rule.when, ("rules", i, "when"), located, ROOTS | {"risk"})
+        path: Path = ("rules", i, "when")
+        program = _compile_cel(rule.when, path, located, ROOTS | {"risk"})
+        what = "'when' must be a boolean expression"
+        _check_kind(rule.when, "bool", path, located, what, f"rule '{rule.id}': ")
         rules.append(_compiled_rule(doc, rule, i, program))
     by_tool, any_tool = _index(rules)
     return CompiledPolicy(
@@ -242,6 +256,23 @@ def _pinned_tools(when: str) -> frozenset[str] | None:
             if names and all(names):
                 return frozenset(n.group(2) for n in names if n)
     return None
+
+
+def _check_kind(
+    expr: str, want: Kind, path: Path, located: Located, what: str, prefix: str = ""
+) -> None:
+    """Refuse an expression whose text shows it gives the wrong type (see types.py)."""
+    found = check(expr, want, VARIABLE_KINDS)
+    if found is not None:
+        line, col = located.locate_in_scalar(path, *_line_col(expr, found.offset))
+        raise PolicyError(
+            prefix + found.message(what), source=located.source, line=line, column=col
+        )
+
+
+def _line_col(expr: str, offset: int) -> tuple[int, int]:
+    """1-based line and column of ``offset`` inside ``expr``."""
+    return expr.count("\n", 0, offset) + 1, offset - expr.rfind("\n", 0, offset)
 
 
 def _compile_cel(
