@@ -19,7 +19,7 @@ import orjson
 from .._errors import PolicyError
 from .schema import Agent, PolicyDocument, Queue, Rule, validate
 from .source import Located, Path, load_yaml
-from .types import Kind, check
+from .types import Kind, check, too_deep
 
 ROOTS = frozenset({"tool", "args", "context", "agent", "action"})
 # What evaluate() always hands CEL under these names, whatever the action.
@@ -31,6 +31,11 @@ VARIABLE_KINDS: dict[str, Kind] = {
     "agent": "map",
     "action": "map",
 }
+# The CEL library recurses (in Rust) once per operator, bracket and field access; a long
+# enough chain overflows the thread's stack and kills the process. 4,000 characters are
+# at most ~2,000 levels, well within a 2 MiB stack, and far beyond any real condition.
+MAX_EXPRESSION_LENGTH = 4000
+MAX_EXPRESSION_NESTING = 64
 _CEL_ERROR = re.compile(r"<input>:(\d+):(\d+): (.*?)(?:\n|$)")
 _BOUND = re.compile(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_]\w*)\s*,")
 _TOOL_EQ = re.compile(r'^\(*\s*tool\s*==\s*(["\'])([^"\']*)\1\s*\)*$')
@@ -278,6 +283,20 @@ def _line_col(expr: str, offset: int) -> tuple[int, int]:
 def _compile_cel(
     expr: str, path: tuple[str | int, ...], located: Located, roots: frozenset[str]
 ) -> Any:
+    if len(expr) > MAX_EXPRESSION_LENGTH:
+        raise located.error(
+            path,
+            f"the expression is {len(expr)} characters long; "
+            f"at most {MAX_EXPRESSION_LENGTH} are allowed",
+        )
+    if (deep := too_deep(expr, MAX_EXPRESSION_NESTING)) is not None:
+        line, col = located.locate_in_scalar(path, *_line_col(expr, deep))
+        raise PolicyError(
+            f"the expression nests brackets deeper than {MAX_EXPRESSION_NESTING} levels",
+            source=located.source,
+            line=line,
+            column=col,
+        )
     try:
         program = cel.compile(expr)
     except ValueError as exc:
@@ -287,6 +306,8 @@ def _compile_cel(
         )
         line, col = located.locate_in_scalar(path, line_in, col_in)
         msg = msg.split(" expecting ", 1)[0].removeprefix("Syntax error: ")
+        if "Recursion limit" in msg:  # the parser's own guard, e.g. a long ?: chain
+            msg = "the expression nests too deeply"
         raise PolicyError(
             f"CEL syntax error: {msg}", source=located.source, line=line, column=col
         ) from exc

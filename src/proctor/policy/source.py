@@ -15,6 +15,10 @@ from .._errors import PolicyError
 
 Path = tuple[str | int, ...]
 KEY = "\x00key"  # marks the position of a mapping key rather than its value
+# PyYAML's composer, and our builder after it, recurse once per level of nesting: a few
+# hundred levels raise RecursionError. No policy needs more than a handful.
+MAX_DEPTH = 64
+DEEP = f"the policy nests deeper than {MAX_DEPTH} levels"
 
 
 @dataclass
@@ -105,6 +109,7 @@ def load_yaml(text: str, source: str = "<policy>") -> Located:
     """Parse one YAML document; syntax errors become PolicyError with the parser's place."""
     located = Located(data=None, source=source, text=text)
     try:
+        _check_depth(text, source)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -124,3 +129,49 @@ def load_yaml(text: str, source: str = "<policy>") -> Located:
             f"invalid YAML value: {exc.problem}", source=source, line=line, column=col
         ) from exc
     return located
+
+
+def _check_depth(text: str, source: str) -> None:
+    """Refuse nesting deeper than MAX_DEPTH before anything recursive sees the text.
+
+    PyYAML's event parser keeps its own stack, so walking the events is safe at any depth.
+    An alias counts as deep as the node it names, wherever it is used, and may not name a
+    node that holds it (the builder would recurse without end). Only the first document
+    is walked: the composer reports a second one as it always has, and parser errors come
+    out of this walk exactly as they would out of the composer.
+    """
+    heights: dict[str, int] = {}  # anchor -> levels of nesting in the node it names
+    anchors: list[str | None] = []  # per open collection, outermost first: its anchor
+    tallest: list[int] = []  # and the height of its tallest child so far
+
+    def finished(anchor: str | None, height: int) -> None:
+        if anchor is not None:
+            heights[anchor] = height
+        if tallest:
+            tallest[-1] = max(tallest[-1], height)
+
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            if len(anchors) >= MAX_DEPTH:
+                raise _refuse(event, source, DEEP)
+            anchors.append(event.anchor)
+            tallest.append(0)
+        elif isinstance(event, yaml.CollectionEndEvent):
+            finished(anchors.pop(), tallest.pop() + 1)
+        elif isinstance(event, yaml.ScalarEvent):
+            finished(event.anchor, 0)
+        elif isinstance(event, yaml.AliasEvent):
+            if event.anchor in anchors:  # the composer would build an endless structure
+                raise _refuse(event, source, "an alias may not refer to a node that holds it")
+            if event.anchor in heights:
+                if len(anchors) + heights[event.anchor] > MAX_DEPTH:
+                    raise _refuse(event, source, DEEP)
+                finished(None, heights[event.anchor])
+        elif isinstance(event, yaml.DocumentEndEvent):
+            return
+
+
+def _refuse(event: yaml.Event, source: str, message: str) -> PolicyError:
+    mark = event.start_mark
+    line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    return PolicyError(message, source=source, line=line, column=col)
