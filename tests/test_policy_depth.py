@@ -105,3 +105,19 @@ def test_expressions_within_the_limits_load_and_run() -> None:
     when = "(" * 64 + f"{long_sum} > 0" + ")" * 64
     policy = compile_policy(RULE + when + "\n")
     assert evaluate(policy, Action("bot", "t")).decision == "allow"
+
+
+def test_aliases_that_multiply_are_refused_before_they_are_built() -> None:
+    lines = ["policy: x", "l0: &l0 [a, b, c, d, e, f, g, h, i, j]"]
+    lines += [f"l{n}: &l{n} [{', '.join([f'*l{n - 1}'] * 10)}]" for n in range(1, 9)]
+    with pytest.raises(PolicyError) as info:  # 10^9 values if built out
+        compile_policy("\n".join(lines) + "\n", "p.yaml")
+    assert info.value.message == "aliases expand the policy past 100,000 values"
+    assert info.value.line == 6  # l4, where the total crosses the limit
+
+
+def test_a_reused_list_loads_as_if_written_out() -> None:
+    policy = compile_policy(
+        "policy: x\nagents:\n  a: {tools: &tools [lookup, reply]}\n  b: {tools: *tools}\n"
+    )
+    assert policy.agent_tools == {"a": {"lookup", "reply"}, "b": {"lookup", "reply"}}
