@@ -38,6 +38,61 @@ def test_policy_check_bad_file_is_one_line_with_place(tmp_path: Path) -> None:
     assert "Traceback" not in r.stderr
 
 
+BAD_POLICIES = [
+    # (id, text, line, column, message)
+    ("deep-yaml", "policy: x\nrules: " + "[" * 1200 + "]" * 1200, 2, 71, "nests deeper than 64"),
+    (
+        "deep-block-yaml",
+        "policy: x\n" + "".join(f"{'  ' * i}k{i}:\n" for i in range(1200)) + "  " * 1200 + "v: 1\n",
+        66,
+        129,
+        "nests deeper than 64",
+    ),
+    (
+        "when-string",
+        "policy: x\nrules:\n  - id: a\n    when: '\"yes\"'\n    decide: allow\n",
+        4,
+        12,
+        "rule 'a': 'when' must be a boolean expression, but this one gives a string",
+    ),
+    (
+        "risk-boolean",
+        "policy: x\nrisk: args.amount > 5.0\n",
+        2,
+        7,
+        "'risk' must give a number, but this one gives a boolean",
+    ),
+    (
+        "deep-cel",
+        "policy: x\nrules:\n  - id: a\n    decide: allow\n    when: "
+        + "(" * 2000
+        + "true"
+        + ")" * 2000,
+        5,
+        11,
+        "the expression is 4004 characters long",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "column", "message"),
+    [c[1:] for c in BAD_POLICIES],
+    ids=[c[0] for c in BAD_POLICIES],
+)
+def test_policy_check_refuses_bad_file_in_one_line(
+    tmp_path: Path, text: str, line: int, column: int, message: str
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    r = proctor("policy", "check", str(bad))
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    assert r.stderr.strip().count("\n") == 0, r.stderr
+    assert r.stderr.startswith(f"{bad}:{line}:{column}: "), r.stderr
+    assert message in r.stderr
+
+
 def test_policy_check_missing_file_exits_2() -> None:
     r = proctor("policy", "check", "no-such-policy.yaml")
     assert r.returncode == 2 and "no such policy file" in r.stderr

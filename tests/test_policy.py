@@ -96,9 +96,9 @@ def test_type_error_fails_closed() -> None:
 
 def test_non_boolean_condition_fails_closed() -> None:
     p = compile_policy(
-        "policy: p\nagents: {bot: {tools: [t]}}\nrules: [{id: r, when: '1 + 1', decide: allow}]\n"
+        "policy: p\nagents: {bot: {tools: [t]}}\nrules: [{id: r, when: 'args.n', decide: allow}]\n"
     )
-    d = evaluate(p, Action("bot", "t"))
+    d = evaluate(p, Action("bot", "t", {"n": 2}))
     assert d.decision == "deny" and "not a boolean" in d.reason
 
 

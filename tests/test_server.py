@@ -366,3 +366,48 @@ def test_revoked_token_stops_working(env: Env) -> None:
     assert env.client.get("/api/v1/reviews", headers=h).status_code == 401
     listed = env.client.get("/api/v1/tokens", headers=env.headers("admin")).json()
     assert all("secret" not in json.dumps(t) and "pxt_" not in json.dumps(t) for t in listed)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "column", "fragment"),
+    [
+        ("policy: x\nrules: " + "[" * 1200 + "]" * 1200, 2, 71, "nests deeper than 64"),
+        (
+            "policy: x\n" + "".join(f"{'  ' * i}k{i}:\n" for i in range(600)) + "  " * 600 + "v: 1",
+            66,
+            129,
+            "nests deeper than 64",
+        ),
+        ("policy: x\nrules: [{id: a, decide: allow, when: '1 + 2'}]", 2, 39, "boolean"),
+        ("policy: x\nrisk: tool == 'x'", 2, 7, "'risk' must give a number"),
+        (
+            "policy: x\nrules: [{id: a, decide: allow, when: "
+            + "(" * 2000
+            + "true"
+            + ")" * 2000
+            + "}]",
+            2,
+            38,
+            "characters long",
+        ),
+    ],
+    ids=["deep-flow", "deep-block", "when-number", "risk-boolean", "deep-cel"],
+)
+def test_bad_policy_over_the_api_is_422_with_its_place(
+    sqlite_url: str, text: str, line: int, column: int, fragment: str
+) -> None:
+    with Proctor(sqlite_url) as px:
+        _, token = create_token(px.store, role="admin", name="root")
+        client = AppClient(create_app(px, sweep=False))
+        try:
+            r = client.post(
+                "/api/v1/policies",
+                json={"text": text},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+        finally:
+            client.close()
+    assert r.status_code == 422, r.text
+    body = r.json()
+    assert fragment in body["message"]
+    assert (body["line"], body["column"]) == (line, column)

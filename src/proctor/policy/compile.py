@@ -18,9 +18,24 @@ import orjson
 
 from .._errors import PolicyError
 from .schema import Agent, PolicyDocument, Queue, Rule, validate
-from .source import Located, load_yaml
+from .source import Located, Path, load_yaml
+from .types import Kind, check, too_deep
 
 ROOTS = frozenset({"tool", "args", "context", "agent", "action"})
+# What evaluate() always hands CEL under these names, whatever the action.
+VARIABLE_KINDS: dict[str, Kind] = {
+    "tool": "string",
+    "risk": "number",
+    "args": "map",
+    "context": "map",
+    "agent": "map",
+    "action": "map",
+}
+# The CEL library recurses (in Rust) once per operator, bracket and field access; a long
+# enough chain overflows the thread's stack and kills the process. 4,000 characters are
+# at most ~2,000 levels, well within a 2 MiB stack, and far beyond any real condition.
+MAX_EXPRESSION_LENGTH = 4000
+MAX_EXPRESSION_NESTING = 64
 _CEL_ERROR = re.compile(r"<input>:(\d+):(\d+): (.*?)(?:\n|$)")
 _BOUND = re.compile(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_]\w*)\s*,")
 _TOOL_EQ = re.compile(r'^\(*\s*tool\s*==\s*(["\'])([^"\']*)\1\s*\)*$')
@@ -125,11 +140,15 @@ def compile_policy(text: str, source: str = "<policy>") -> CompiledPolicy:
     risk_fields: dict[str, frozenset[str] | None] = {}
     if doc.risk is not None:
         risk = _compile_cel(doc.risk, ("risk",), located, ROOTS)
+        _check_kind(doc.risk, "number", ("risk",), located, "'risk' must give a number")
         risk_roots = ROOTS.intersection(risk.variables())
         risk_fields = _fields(doc.risk, risk_roots)
     rules: list[CompiledRule] = []
     for i, rule in enumerate(doc.rules):
-        program = _compile_cel(rule.when, ("rules", i, "when"), located, ROOTS | {"risk"})
+        path: Path = ("rules", i, "when")
+        program = _compile_cel(rule.when, path, located, ROOTS | {"risk"})
+        what = "'when' must be a boolean expression"
+        _check_kind(rule.when, "bool", path, located, what, f"rule '{rule.id}': ")
         rules.append(_compiled_rule(doc, rule, i, program))
     by_tool, any_tool = _index(rules)
     return CompiledPolicy(
@@ -244,9 +263,40 @@ def _pinned_tools(when: str) -> frozenset[str] | None:
     return None
 
 
+def _check_kind(
+    expr: str, want: Kind, path: Path, located: Located, what: str, prefix: str = ""
+) -> None:
+    """Refuse an expression whose text shows it gives the wrong type (see types.py)."""
+    found = check(expr, want, VARIABLE_KINDS)
+    if found is not None:
+        line, col = located.locate_in_scalar(path, *_line_col(expr, found.offset))
+        raise PolicyError(
+            prefix + found.message(what), source=located.source, line=line, column=col
+        )
+
+
+def _line_col(expr: str, offset: int) -> tuple[int, int]:
+    """1-based line and column of ``offset`` inside ``expr``."""
+    return expr.count("\n", 0, offset) + 1, offset - expr.rfind("\n", 0, offset)
+
+
 def _compile_cel(
     expr: str, path: tuple[str | int, ...], located: Located, roots: frozenset[str]
 ) -> Any:
+    if len(expr) > MAX_EXPRESSION_LENGTH:
+        raise located.error(
+            path,
+            f"the expression is {len(expr)} characters long; "
+            f"at most {MAX_EXPRESSION_LENGTH} are allowed",
+        )
+    if (deep := too_deep(expr, MAX_EXPRESSION_NESTING)) is not None:
+        line, col = located.locate_in_scalar(path, *_line_col(expr, deep))
+        raise PolicyError(
+            f"the expression nests brackets deeper than {MAX_EXPRESSION_NESTING} levels",
+            source=located.source,
+            line=line,
+            column=col,
+        )
     try:
         program = cel.compile(expr)
     except ValueError as exc:
@@ -256,6 +306,8 @@ def _compile_cel(
         )
         line, col = located.locate_in_scalar(path, line_in, col_in)
         msg = msg.split(" expecting ", 1)[0].removeprefix("Syntax error: ")
+        if "Recursion limit" in msg:  # the parser's own guard, e.g. a long ?: chain
+            msg = "the expression nests too deeply"
         raise PolicyError(
             f"CEL syntax error: {msg}", source=located.source, line=line, column=col
         ) from exc

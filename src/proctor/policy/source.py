@@ -15,6 +15,13 @@ from .._errors import PolicyError
 
 Path = tuple[str | int, ...]
 KEY = "\x00key"  # marks the position of a mapping key rather than its value
+# PyYAML's composer, and our builder after it, recurse once per level of nesting: a few
+# hundred levels raise RecursionError. No policy needs more than a handful.
+MAX_DEPTH = 64
+DEEP = f"the policy nests deeper than {MAX_DEPTH} levels"
+# Each use of an alias is built out in full: a few lines of nested aliases could otherwise
+# ask for billions of values. Reusing a list or a mapping here and there stays far below.
+MAX_ALIASED = 100_000
 
 
 @dataclass
@@ -105,6 +112,7 @@ def load_yaml(text: str, source: str = "<policy>") -> Located:
     """Parse one YAML document; syntax errors become PolicyError with the parser's place."""
     located = Located(data=None, source=source, text=text)
     try:
+        _check_shape(text, source)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -124,3 +132,59 @@ def load_yaml(text: str, source: str = "<policy>") -> Located:
             f"invalid YAML value: {exc.problem}", source=source, line=line, column=col
         ) from exc
     return located
+
+
+def _check_shape(text: str, source: str) -> None:
+    """Refuse nesting deeper than MAX_DEPTH before anything recursive sees the text.
+
+    PyYAML's event parser keeps its own stack, so walking the events is safe at any depth.
+    An alias counts as deep as the node it names, wherever it is used, may not name a
+    node that holds it (the builder would recurse without end), and all of them together
+    may add at most MAX_ALIASED values. Only the first document is walked: the composer
+    reports a second one as it always has, and parser errors come out of this walk
+    exactly as they would out of the composer.
+    """
+    named: dict[str, tuple[int, int]] = {}  # anchor -> (levels of nesting, values) below it
+    anchors: list[str | None] = []  # per open collection, outermost first: its anchor
+    tallest: list[int] = []  # the height of its tallest child so far
+    sizes: list[int] = []  # and the values in it so far
+    aliased = 0
+
+    def finished(anchor: str | None, height: int, size: int) -> None:
+        if anchor is not None:
+            named[anchor] = (height, size)
+        if tallest:
+            tallest[-1] = max(tallest[-1], height)
+            sizes[-1] += size
+
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            if len(anchors) >= MAX_DEPTH:
+                raise _refuse(event, source, DEEP)
+            anchors.append(event.anchor)
+            tallest.append(0)
+            sizes.append(0)
+        elif isinstance(event, yaml.CollectionEndEvent):
+            finished(anchors.pop(), tallest.pop() + 1, sizes.pop() + 1)
+        elif isinstance(event, yaml.ScalarEvent):
+            finished(event.anchor, 0, 1)
+        elif isinstance(event, yaml.AliasEvent):
+            if event.anchor in anchors:  # the composer would build an endless structure
+                raise _refuse(event, source, "an alias may not refer to a node that holds it")
+            if event.anchor in named:
+                height, size = named[event.anchor]
+                if len(anchors) + height > MAX_DEPTH:
+                    raise _refuse(event, source, DEEP)
+                aliased += size
+                if aliased > MAX_ALIASED:
+                    message = f"aliases expand the policy past {MAX_ALIASED:,} values"
+                    raise _refuse(event, source, message)
+                finished(None, height, size)
+        elif isinstance(event, yaml.DocumentEndEvent):
+            return
+
+
+def _refuse(event: yaml.Event, source: str, message: str) -> PolicyError:
+    mark = event.start_mark
+    line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    return PolicyError(message, source=source, line=line, column=col)
