@@ -21,6 +21,7 @@ from tests.test_gate import records
 from proctor import Denied, InvalidRequest, Option, Proctor, ReviewPending
 from proctor._values import MAX_DEPTH, check, problem, storable_json, text
 from proctor.audit.verify import verify
+from proctor.backend import verdict_to_wire
 from proctor.gate import INVALID_INPUT
 from proctor.policy import Action
 from proctor.server.app import create_app
@@ -518,6 +519,8 @@ def test_property_server_answers_200_or_4xx(
     api: tuple[AppClient, dict[str, str]], vpx: Proctor
 ) -> None:
     client, headers = api
+    # An outcome must name a decision recorded for the agent's call of that tool.
+    recorded = verdict_to_wire(vpx.gate.decide(Action("bot", "act"), None))
 
     @PROPERTY
     @given(
@@ -535,7 +538,7 @@ def test_property_server_answers_200_or_4xx(
         if kind == "actions":
             body, invalid = action, bad(args) or bad(context)
         elif kind == "outcomes":
-            body = {"verdict": VERDICT, "action": action, "duration": 0.1, "result": result}
+            body = {"verdict": recorded, "action": action, "duration": 0.1, "result": result}
             invalid = bad(args) or bad(context) or bad(result)
         else:
             option = {"tool": "choose_a", "args": args}

@@ -52,7 +52,7 @@ class Run:
             {"tool": tool, "what": what, "decision_id": decision_id, "at": round(time.time(), 3)}
         )
 
-    def update(self, **context: Any) -> None:
+    def update(self, /, **context: Any) -> None:
         """Change the context the following actions are judged with."""
         self.context = {**self.context, **context}
 

@@ -355,8 +355,9 @@ class Proctor:
 
         return decorate(fn) if fn is not None else decorate
 
-    def run(self, agent: str | None = None, **context: Any) -> Run:
-        """Group actions into one run; keyword arguments become ``context.*`` for the rules."""
+    def run(self, /, agent: str | None = None, **context: Any) -> Run:
+        """Group actions into one run; keyword arguments become ``context.*`` for the rules
+        (any name but ``agent``)."""
         parent = current_run()
         name = agent or (parent.agent if parent is not None else None)
         if name is None:
