@@ -5,7 +5,8 @@ digest(n) = SHA-256( digest(n-1) as 32 bytes
                      || canonical JSON of record n )
 
     format 1: header = "seq|kind|agent|tool|decision|"
-    format 2: header = "seq|id|ts|kind|agent|tool|decision|"   (ts: shortest float text)
+    format 2: header = "seq|id|kind|agent|tool|decision|" || ts as an IEEE 754 double,
+              8 bytes big-endian (the exact stored value, cheaper to encode than its text)
 
 The header binds the indexed columns to the chain, so editing a column a query relies on
 breaks verification as surely as editing the record; format 2 adds the record's id and its
@@ -18,12 +19,14 @@ visible.
 from __future__ import annotations
 
 import hashlib
+import struct
 from typing import Any
 
 import orjson
 
 GENESIS = "0" * 64
 FORMAT = 2  # the format new records are written in
+pack_double = struct.Struct(">d").pack
 _OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 
 
@@ -81,7 +84,10 @@ def header_v2(
     decision: str | None,
 ) -> bytes:
     """Format 2: the record's id and time are chained too."""
-    return f"{seq}|{record_id}|{ts!r}|{kind}|{agent or ''}|{tool or ''}|{decision or ''}|".encode()
+    return (
+        f"{seq}|{record_id}|{kind}|{agent or ''}|{tool or ''}|{decision or ''}|".encode()
+        + pack_double(ts)
+    )
 
 
 def link(prev_hex: str, head: bytes, record: bytes) -> str:

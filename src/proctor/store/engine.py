@@ -54,6 +54,21 @@ def normalize_url(url: str) -> str:
     return url
 
 
+_second: tuple[int, str] = (-1, "")  # the last whole second formatted, and its text
+
+
+def _iso_time(ts: float) -> str:
+    """``ts`` as ISO 8601 UTC with microseconds; the date and time of day are formatted once
+    a second (a datetime round trip costs about a microsecond per record). The cache is
+    one tuple, swapped whole, so threads never see a second with another's text."""
+    global _second
+    whole = int(ts)
+    cached = _second
+    if cached[0] != whole:
+        cached = _second = (whole, datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{cached[1]}.{int((ts - whole) * 1e6):06d}+00:00"
+
+
 class WriteTx:
     """One write transaction holding the chain head: append records, run statements."""
 
@@ -105,7 +120,7 @@ class WriteTx:
             "seq": seq,
             "id": rid,
             "ts": now,
-            "time": datetime.fromtimestamp(now, UTC).isoformat(),
+            "time": _iso_time(now),
             "kind": kind,
             "agent": agent,
             "tool": tool,
