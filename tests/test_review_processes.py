@@ -47,9 +47,17 @@ def next_event(stream: IO[str] | None) -> dict[str, object]:
     return dict(json.loads(line))
 
 
+def rest_of(child: subprocess.Popen[str], timeout: float = 60) -> str:
+    """What the child writes until it exits. Not ``communicate(timeout=...)``: that reads
+    the raw pipe and would miss lines an earlier ``readline()`` already buffered."""
+    child.wait(timeout=timeout)
+    assert child.stdout is not None
+    with child.stdout:
+        return child.stdout.read()
+
+
 def finish(child: subprocess.Popen[str]) -> list[dict[str, object]]:
-    out, _ = child.communicate(timeout=60)
-    return [json.loads(line) for line in out.splitlines()]
+    return [json.loads(line) for line in rest_of(child).splitlines()]
 
 
 def kill(child: subprocess.Popen[str]) -> None:

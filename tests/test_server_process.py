@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.test_review_processes import rest_of
 
 from proctor import (
     Denied,
@@ -271,7 +272,7 @@ def test_sigkill_of_the_server_while_an_agent_waits(server: Server, tmp_path: Pa
     server.start()  # same port, same database: nothing was lost
     assert ana.reviews.get(item.id).status == "pending"
     ana.reviews.approve(item.id)
-    out_text, _ = child.communicate(timeout=60)
+    out_text = rest_of(child)
     events = [json.loads(line) for line in out_text.splitlines()]
     assert events == [{"event": "returned", "result": "refunded 250.0 on A-1"}]
     assert len(Path(str(out) + ".effects").read_text().splitlines()) == 1
@@ -301,7 +302,7 @@ def test_graceful_shutdown_tells_waiting_agents_to_reconnect(
     assert time.monotonic() - started < 10
     server.start()
     admin.reviews.approve(item.id)
-    out_text, _ = child.communicate(timeout=60)
+    out_text = rest_of(child)
     assert json.loads(out_text.splitlines()[-1])["result"] == "refunded 250.0 on A-1"
     admin.close()
 
@@ -347,7 +348,7 @@ def test_an_outcome_is_recorded_once_the_server_is_back(server: Server, tmp_path
     server.kill()
     time.sleep(6.0)  # past the client's own 5 s of transport retries
     server.start()
-    out_text, _ = child.communicate(timeout=60)
+    out_text = rest_of(child)
     assert json.loads(out_text.splitlines()[-1]) == {
         "event": "returned",
         "result": "refunded 250.0 on A-1",
