@@ -19,6 +19,7 @@ from ._errors import (
     ReviewPending,
     StoreError,
     ToolFailed,
+    TooManyRequests,
 )
 from .gate import Verdict
 from .policy import Action, Decision
@@ -49,6 +50,7 @@ __all__ = [
     "ReviewPending",
     "Run",
     "StoreError",
+    "TooManyRequests",
     "ToolFailed",
     "UNSET",
     "Verdict",
