@@ -119,6 +119,7 @@ def site(sqlite_url: str) -> Iterator[Site]:
         ],
         "quinn": create_token(px.store, role="reviewer", name="quinn", queues=["qa"])[1],
         "vic": create_token(px.store, role="viewer", name="vic")[1],
+        "bot": create_token(px.store, role="agent", name="bot", agents=["support-bot"])[1],
     }
     port = free_port()
     server = uvicorn.Server(
@@ -172,6 +173,16 @@ def test_bad_login_is_refused(page: Page, site: Site) -> None:
     page.fill("input[name=token]", "pxt_nope_nope")
     page.click("button[type=submit]")
     assert "unknown or revoked" in page.inner_text("main")
+
+
+def test_an_agent_token_cannot_sign_in(page: Page, site: Site) -> None:
+    page.goto(site.url + "/login")
+    page.fill("input[name=token]", site.tokens["bot"])
+    page.click("button[type=submit]")
+    assert page.url.endswith("/login")
+    assert "Agent tokens cannot sign in to the console" in page.inner_text("main")
+    page.goto(site.url + "/audit")
+    assert page.url.endswith("/login")  # no session was made
 
 
 def test_edit_and_approve_releases_the_agent(page: Page, site: Site) -> None:

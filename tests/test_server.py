@@ -14,6 +14,7 @@ from proctor import Action, Proctor, ReviewPending
 from proctor.backend import verdict_to_wire
 from proctor.server.app import create_app
 from proctor.server.auth import create_token
+from proctor.server.refusals import write_due
 
 POLICY = """
 policy: server-test
@@ -45,6 +46,7 @@ class Env:
     px: Proctor
     client: AppClient
     tokens: dict[str, str]
+    app: Any = None
 
     def headers(self, role: str) -> dict[str, str]:
         if role == "none":
@@ -70,7 +72,8 @@ class Env:
 
 
 @pytest.fixture
-def env(db_url: str) -> Iterator[Env]:
+def env(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    monkeypatch.setenv("PROCTOR_REFUSAL_LIMIT", "1000")  # the matrix sends many bad tokens
     with Proctor(db_url) as px:
         px.policy.apply(POLICY)
         made = {
@@ -85,9 +88,10 @@ def env(db_url: str) -> Iterator[Env]:
             "agent_other": create_token(px.store, role="agent", name="bot2", agents=["other-bot"]),
             "viewer": create_token(px.store, role="viewer", name="vic"),
         }
-        client = AppClient(create_app(px, max_body=64 * 1024, sweep=False))
+        app = create_app(px, max_body=64 * 1024, sweep=False)
+        client = AppClient(app)
         try:
-            yield Env(px, client, {role: token for role, (_, token) in made.items()})
+            yield Env(px, client, {role: token for role, (_, token) in made.items()}, app)
         finally:
             client.close()
 
@@ -275,15 +279,19 @@ def test_authorization_matrix(env: Env) -> None:
                     f"{expected[role]}) {response.text[:120]}"
                 )
     assert not wrong, "\n".join(wrong)
+    write_due(env.px.store, env.app.state.refusals, everything=True)  # as at shutdown
     denied = env.client.get(
         "/api/v1/decisions?kind=access.denied&limit=1000", headers=env.headers("admin")
     ).json()
-    refusals = sum(
-        1 for cells in (e for _, _, e in MATRIX) for s in cells.values() if s in (401, 403)
-    )
-    assert len(denied) == refusals  # every refused attempt is in the log
-    first = denied[0]["record"]
-    assert {"status", "method", "path", "reason", "role"} <= set(first)
+    statuses = [s for _, _, cells in MATRIX for s in cells.values()]
+    full = [d["record"] for d in denied if "count" not in d["record"]]
+    counted = [d["record"] for d in denied if "count" in d["record"]]
+    assert len(full) == statuses.count(403)  # every refused authenticated attempt, in full
+    assert {"status", "method", "path", "reason", "role"} <= set(full[0])
+    # Requests without a valid token: one record for the address and window, with the count.
+    assert len(counted) == 1 and counted[0]["count"] == statuses.count(401)
+    assert counted[0]["client"] == "127.0.0.1"
+    assert counted[0]["statuses"] == {"401": statuses.count(401)}
 
 
 def test_reviewer_identity_comes_from_the_token(env: Env) -> None:

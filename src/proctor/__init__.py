@@ -20,6 +20,7 @@ from ._errors import (
     StillRunning,
     StoreError,
     ToolFailed,
+    TooManyRequests,
 )
 from .gate import Verdict
 from .policy import Action, Decision
@@ -51,6 +52,7 @@ __all__ = [
     "Run",
     "StillRunning",
     "StoreError",
+    "TooManyRequests",
     "ToolFailed",
     "UNSET",
     "Verdict",

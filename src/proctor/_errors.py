@@ -11,6 +11,7 @@
     ├── Conflict                 the item was already decided, or is being run (409)
     ├── Forbidden                not allowed for this principal, e.g. self-approval (403)
     ├── InvalidRequest           a request that cannot be carried out as sent (422)
+    ├── TooManyRequests          too many refused requests from one address; carries .retry_after
     ├── ToolFailed               an approved action ran and raised; carries .error_type
     ├── InDoubt                  an approved action may or may not have run; a human decides
     ├── StillRunning (Conflict)  another runner holds the claim past the caller's wait
@@ -108,6 +109,15 @@ class InvalidRequest(ProctorError):
     """A request that cannot be carried out as sent (wrong argument types, unknown queue)."""
 
 
+class TooManyRequests(ProctorError):
+    """Too many requests without a valid token came from this address: wait ``retry_after``
+    seconds (HTTP 429 with ``Retry-After``)."""
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class ToolFailed(ProctorError):
     """An approved action ran and raised; a later resume reports the recorded failure."""
 
@@ -150,6 +160,7 @@ HTTP_STATUS: dict[type[ProctorError], int] = {
     InvalidRequest: 422,
     PolicyError: 422,
     ConfigError: 422,
+    TooManyRequests: 429,
     StoreError: 503,
 }
 
@@ -162,7 +173,7 @@ def status_of(exc: ProctorError) -> int:
 
 
 def error_for_status(status: int) -> type[ProctorError]:
-    """The exception a client raises for an error status (401 and 413 included)."""
+    """The exception a client raises for an error status (401, 413 and 429 included)."""
     if status == 401:
         return Forbidden
     if status in (413, 422):

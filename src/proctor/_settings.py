@@ -66,6 +66,20 @@ SETTINGS: tuple[Setting, ...] = (
         " ran, leaves the action in doubt for a human to settle.",
     ),
     Setting(
+        "refusal_window_seconds",
+        "PROCTOR_REFUSAL_WINDOW_SECONDS",
+        "60",
+        "Requests refused for want of a valid token are counted per client address over this"
+        " many seconds, and logged as one access.denied record per address and window.",
+    ),
+    Setting(
+        "refusal_limit",
+        "PROCTOR_REFUSAL_LIMIT",
+        "30",
+        "Requests without a valid token one client address may have refused per window;"
+        " beyond, it gets 429 (Retry-After) unless its token was accepted before.",
+    ),
+    Setting(
         "busy_timeout_ms",
         "PROCTOR_BUSY_TIMEOUT_MS",
         "5000",

@@ -19,6 +19,18 @@ def _split(value: str | None) -> list[str] | None:
     return None if value is None else [v for v in value.split(",")]
 
 
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """``--expires 90d``: seconds, parsed as the policy's durations are."""
+    from .policy.schema import parse_duration
+
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=8700, show_default=True)
@@ -95,12 +107,23 @@ def token() -> None:
 @click.option("--name", required=True, help="Who or what uses it; reviewers' decisions carry it.")
 @click.option("--queues", help="Reviewer/SME tokens: the queues they decide in (comma-separated).")
 @click.option("--agents", help="Agent tokens: the agents they act as (comma-separated).")
+@click.option(
+    "--expires",
+    callback=_duration,
+    metavar="DURATION",
+    help="Refuse the token after this long (30m, 12h, 90d). Default: it never expires.",
+)
 @database_option
 def token_create(
-    role: str, name: str, queues: str | None, agents: str | None, database: str | None
+    role: str,
+    name: str,
+    queues: str | None,
+    agents: str | None,
+    expires: float | None,
+    database: str | None,
 ) -> None:
     """Create a token and print it, once."""
-    from .server.auth import create_token
+    from .server.auth import create_token, expiry_text
 
     with Proctor(database) as px:
         made, secret = create_token(
@@ -110,8 +133,12 @@ def token_create(
             queues=_split(queues),
             agents=_split(agents),
             created_by="cli",
+            expires_in=expires,
         )
-    out.print(f"token {made.token_id} for {made.name} ({made.role}); shown only this once:")
+    out.print(
+        f"token {made.token_id} for {made.name} ({made.role}), expires"
+        f" {expiry_text(made.expires_at)}; shown only this once:"
+    )
     click.echo(secret)
 
 
@@ -124,8 +151,8 @@ def token_list(database: str | None) -> None:
     with Proctor(database) as px:
         rows = list_tokens(px.store)
     table = Table(title=f"{len(rows)} token(s)")
-    for col in ("id", "name", "role", "queues", "agents", "revoked"):
-        table.add_column(col)
+    for col in ("id", "name", "role", "queues", "agents", "expires", "revoked"):
+        table.add_column(col, no_wrap=col in ("id", "expires"))
     for r in rows:
         table.add_row(
             r["id"],
@@ -133,6 +160,7 @@ def token_list(database: str | None) -> None:
             r["role"],
             ",".join(r["queues"] or ["*"]),
             ",".join(r["agents"] or ["*"]),
+            r["expires"],
             "yes" if r["revoked"] else "",
         )
     out.print(table)

@@ -1,18 +1,10 @@
 """/api/v1: agents' actions and outcomes, review items and decisions, policies, audit, tokens.
 
-Who may do what (the token's role; reviewers and SMEs only in their queues, agents only
-as their agents):
-
-| endpoints                         | roles                                            |
-| --------------------------------- | ------------------------------------------------ |
-| actions, outcomes, runs, claims   | agent (its agents), admin                        |
-| reviews: list, get, wait          | everyone who can see the item                    |
-| reviews: approve, reject, edit,   | reviewer and sme (their queues), admin           |
-|   escalate, choose                |                                                  |
-| policies: apply                   | policy_author, admin                             |
-| policies, agents, decisions: read | admin, policy_author, viewer, reviewer, sme      |
-| audit: verify, export             | admin, policy_author, viewer                     |
-| tokens                            | admin                                            |
+Who may do what is ``auth.PERMISSIONS`` (the console asks the same table): actions,
+outcomes, runs and claims need ``act`` (agents only as their agents); deciding reviews
+``decide`` (reviewers and SMEs only in their queues); reading reviews, everyone who can see
+the item; applying policies ``apply_policy``; reading policies, agents and the log
+``read``; verifying and exporting the chain ``verify``; tokens ``manage``.
 """
 
 from __future__ import annotations
@@ -37,9 +29,10 @@ from ..review.items import ANSWERED, RECHECK_SECONDS, STATUSES, ReviewItem, stat
 from ..runs import Run
 from ..sdk import Proctor
 from ..store.tables import audit_log, policies
-from .app import ORJSONResponse, Unauthorized, log_refusal
-from .auth import Principal, create_token, list_tokens, revoke_token
+from .app import ORJSONResponse
+from .auth import Principal, create_token, expiry_text, list_tokens, require, revoke_token
 from .console_data import policy_history
+from .refusals import authenticate, record_now
 from .schemas import (
     INT64_MAX,
     ActionIn,
@@ -60,7 +53,6 @@ from .schemas import (
 )
 
 router = APIRouter(prefix="/api/v1")
-READERS = ("admin", "policy_author", "viewer", "reviewer", "sme")
 
 
 def _px(request: Request) -> Proctor:
@@ -70,27 +62,20 @@ def _px(request: Request) -> Proctor:
 
 async def principal(request: Request) -> Principal:
     """The caller, from ``Authorization: Bearer <token>``; never from the body."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("an API token is required: Authorization: Bearer <token>")
-    who: Principal | None = request.app.state.verifier.verify(token.strip())
-    if who is None:
-        raise Unauthorized("the API token is unknown or revoked")
-    request.state.principal = who
-    return who
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return await authenticate(request, token.strip() if scheme.lower() == "bearer" else None)
 
 
 Who = Annotated[Principal, Depends(principal)]
 
 
-def need(who: Principal, *roles: str) -> None:
-    if who.role not in roles:
-        raise Forbidden(f"role '{who.role}' may not do this (needs one of: {', '.join(roles)})")
+def need(who: Principal, permission: str) -> None:
+    """Refuse (403) unless the caller's role has ``permission`` in ``auth.PERMISSIONS``."""
+    require(who, permission)
 
 
 def _acts_as(who: Principal, agent: str) -> None:
-    need(who, "agent", "admin")
+    need(who, "act")
     if not who.acts_as(agent):
         raise Forbidden(f"token '{who.name}' may not act as agent '{agent}'")
 
@@ -147,14 +132,23 @@ async def create_action(body: ActionIn, who: Who, request: Request) -> Any:
     """Evaluate an action under the active policy and record the decision.
 
     With ``idempotency_key`` a retry returns the first answer instead of deciding again.
-    Runs on the event loop: a decision is a short write that the database serializes
-    anyway, and a hop to a worker thread would cost more than the decision.
+    The write runs on the server's decision thread: it may wait for another process's
+    write lock (up to ``PROCTOR_BUSY_TIMEOUT_MS``), and the event loop must go on serving
+    meanwhile.
     """
     _acts_as(who, body.agent)
     px = _px(request)
+    started = time.perf_counter()
+    response = await asyncio.get_running_loop().run_in_executor(
+        request.app.state.decider, _decide_action, px, who, body
+    )
+    request.app.state.metrics.latency.observe(time.perf_counter() - started)
+    return response
+
+
+def _decide_action(px: Proctor, who: Principal, body: ActionIn) -> Response:
     local = _local(px)
     run = _run(body.run, px)
-    started = time.perf_counter()
     with local.store.write() as tx:
         if body.idempotency_key:
             seen = tx.sql(
@@ -171,7 +165,6 @@ async def create_action(body: ActionIn, who: Who, request: Request) -> Any:
                 " VALUES (?, ?, ?, ?)",
                 (who.token_id, body.idempotency_key, orjson.dumps(wire).decode(), time.time()),
             )
-    request.app.state.metrics.latency.observe(time.perf_counter() - started)
     # A ready response: FastAPI would otherwise walk the dict through its encoder first.
     return ORJSONResponse(wire)
 
@@ -196,7 +189,7 @@ def create_outcome(body: OutcomeIn, who: Who, request: Request) -> Any:
     try:
         return _outcome(px, body, who)
     except Conflict as exc:  # 403s are logged by the error handler; this refusal too
-        log_refusal(px, request, 409, str(exc))
+        record_now(request, 409, str(exc))
         raise
 
 
@@ -510,7 +503,7 @@ def choose(item_id: str, body: ChooseIn, who: Who, request: Request) -> Any:
 @router.post("/policies", tags=["policies"])
 def apply_policy(body: PolicyIn, who: Who, request: Request) -> Any:
     """Validate, test and activate a policy; the author is the token's name."""
-    need(who, "policy_author", "admin")
+    need(who, "apply_policy")
     version = _px(request).backend.apply_policy(body.text, "<request>", who.name, body.message)
     return {"version": version}
 
@@ -518,7 +511,7 @@ def apply_policy(body: PolicyIn, who: Who, request: Request) -> Any:
 @router.get("/policies", tags=["policies"])
 def list_policies(who: Who, request: Request) -> Any:
     """Every stored version, newest first, marking the active one."""
-    need(who, *READERS)
+    need(who, "read")
     active, history = policy_history(_px(request).store)
     return [{**row, "active": row["version"] == active} for row in history]
 
@@ -526,7 +519,7 @@ def list_policies(who: Who, request: Request) -> Any:
 @router.get("/policies/active", tags=["policies"])
 def active_policy(who: Who, request: Request) -> Any:
     """The active version and its text."""
-    need(who, *READERS)
+    need(who, "read")
     policy = _px(request).backend.active_policy()
     if policy is None:
         raise NotFound("no policy has been applied")
@@ -536,7 +529,7 @@ def active_policy(who: Who, request: Request) -> Any:
 @router.get("/policies/{version}", tags=["policies"])
 def get_policy(version: str, who: Who, request: Request) -> Any:
     """One stored version and its text."""
-    need(who, *READERS)
+    need(who, "read")
     with _px(request).store.read() as conn:
         row = conn.execute(sa.select(policies).where(policies.c.version == version)).first()
     if row is None:
@@ -547,7 +540,7 @@ def get_policy(version: str, who: Who, request: Request) -> Any:
 @router.get("/agents", tags=["policies"])
 def agents(who: Who, request: Request) -> Any:
     """The agents the active policy declares, with their envelopes."""
-    need(who, *READERS)
+    need(who, "read")
     policy = _px(request).backend.active_policy()
     if policy is None:
         return []
@@ -563,7 +556,7 @@ def decisions(
     kind: Annotated[str | None, Query(max_length=32)] = None,
 ) -> Any:
     """Records of the decision log after seq ``after`` (decisions, reviews, outcomes, ...)."""
-    need(who, *READERS)
+    need(who, "read")
     query = sa.select(audit_log.c.seq, audit_log.c.hash, audit_log.c.record).where(
         audit_log.c.seq > after
     )
@@ -584,7 +577,7 @@ def kpi(
 ) -> Any:
     """Workflow KPIs over the records since ``since`` (a Unix time), for one agent and
     tool or all."""
-    need(who, *READERS)
+    need(who, "read")
     from ..telemetry.kpi import compute
 
     return compute(_px(request).store, agent=agent, tool=tool, since=since)
@@ -593,7 +586,7 @@ def kpi(
 @router.get("/alerts", tags=["monitoring"])
 def alerts(who: Who, request: Request) -> Any:
     """Every alert's state (firing first), its last value and when it last changed."""
-    need(who, *READERS)
+    need(who, "read")
     from ..telemetry.alerts import states
 
     return states(_px(request).store)
@@ -603,7 +596,7 @@ def alerts(who: Who, request: Request) -> Any:
 def check_alerts(who: Who, request: Request) -> Any:
     """Check the alerts and review SLAs now and send what is due (the server also does this
     on its own every ``PROCTOR_ALERT_CHECK_SECONDS``)."""
-    need(who, "admin")
+    need(who, "manage")
     from ..telemetry.alerts import AlertMonitor
     from ..telemetry.notifications import deliver_due
 
@@ -625,7 +618,7 @@ def list_notifications(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Any:
     """The notification outbox, newest first; URLs show only scheme and host."""
-    need(who, *READERS)
+    need(who, "read")
     from ..telemetry.notifications import recent
 
     return recent(_px(request).store, status=status, limit=limit)
@@ -639,7 +632,7 @@ def problems(
 ) -> Any:
     """Open problems (failing tools, breaching queues, deny and cost spikes, firing alerts,
     actions in doubt), most pressing first."""
-    need(who, *READERS)
+    need(who, "read")
     from ..telemetry.problems import rank
 
     return rank(_px(request).store, window=window)
@@ -648,7 +641,7 @@ def problems(
 @router.get("/audit/verify", tags=["audit"])
 def audit_verify(who: Who, request: Request) -> Any:
     """Verify the whole chain and its head."""
-    need(who, "admin", "policy_author", "viewer")
+    need(who, "verify")
     result = verify(_px(request).store)
     return {
         "ok": result.ok,
@@ -665,7 +658,7 @@ def audit_export(
     who: Who, request: Request, since: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0
 ) -> StreamingResponse:
     """The log as JSON Lines, streamed."""
-    need(who, "admin", "policy_author", "viewer")
+    need(who, "verify")
     store = _px(request).store
 
     def lines() -> Iterator[bytes]:
@@ -681,7 +674,7 @@ def audit_export(
 @router.post("/tokens", tags=["tokens"])
 def new_token(body: TokenIn, who: Who, request: Request) -> Any:
     """Create a token; the response holds it in full, the only time it is shown."""
-    need(who, "admin")
+    need(who, "manage")
     made, token = create_token(
         _px(request).store,
         role=body.role,
@@ -689,21 +682,23 @@ def new_token(body: TokenIn, who: Who, request: Request) -> Any:
         queues=body.queues,
         agents=body.agents,
         created_by=who.name,
+        expires_in=body.expires_in,
     )
-    return {**made.public(), "token": token}
+    return {**made.public(), "expires": expiry_text(made.expires_at), "token": token}
 
 
 @router.get("/tokens", tags=["tokens"])
 def tokens(who: Who, request: Request) -> Any:
-    """Every token (never its secret)."""
-    need(who, "admin")
+    """Every token (never its secret), with its expiry: ``expires_at`` (Unix time or null)
+    and ``expires`` (a UTC time, ``never`` or ``expired``)."""
+    need(who, "manage")
     return list_tokens(_px(request).store)
 
 
 @router.delete("/tokens/{token_id}", tags=["tokens"])
 def revoke(token_id: str, who: Who, request: Request) -> Any:
     """Revoke a token (within a few seconds in every server process)."""
-    need(who, "admin")
+    need(who, "manage")
     revoke_token(_px(request).store, token_id, by=who.name)
     return {"revoked": token_id}
 

@@ -12,6 +12,7 @@ import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +24,20 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
 from .._errors import (
+    ConfigError,
     PolicyError,
     ProctorError,
     StoreError,
+    TooManyRequests,
     status_of,
 )
-from .._settings import float_setting, setting
+from .._settings import float_setting, int_setting, setting
 from ..sdk import Proctor
 from ..telemetry.alerts import AlertMonitor
 from ..telemetry.metrics import StoreMetrics
 from ..telemetry.notifications import deliver_due
-from .auth import Principal, TokenVerifier
+from . import refusals
+from .auth import TokenVerifier, Unauthorized
 from .console import _LoginNeeded, console, console_error, login_needed
 
 DEFAULT_MAX_BODY = 1 << 20
@@ -44,10 +48,6 @@ DELIVER_SECONDS = 1.0
 class ORJSONResponse(JSONResponse):
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
-
-
-class Unauthorized(ProctorError):
-    """No valid bearer token."""
 
 
 class BodyLimit:
@@ -115,23 +115,34 @@ def create_app(
     """The server for one embedded Proctor (its database)."""
     verifier = TokenVerifier(px.store)
     alert_every = float_setting("alert_check_seconds")  # a bad value stops the start, loudly
+    tally = refusals.RefusalTally(
+        float_setting("refusal_window_seconds"), int_setting("refusal_limit")
+    )
+    if tally.limit < 1:
+        raise ConfigError("PROCTOR_REFUSAL_LIMIT must be at least 1")
+    # Decisions are written one at a time on a thread of their own: off the event loop (a
+    # write may wait seconds for another process's lock), queued in order rather than
+    # contending for SQLite's lock with its sleeping retries, and never starving the
+    # threads that other requests and background tasks use.
+    decider = ThreadPoolExecutor(max_workers=1, thread_name_prefix="proctor-decide")
     shutting_down = asyncio.Event()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        tasks = (
-            [
+        tasks = [asyncio.create_task(refusals.flushing(px.store, tally))]
+        if sweep:
+            tasks += [
                 asyncio.create_task(_sweeper(px)),
                 asyncio.create_task(_alerting(px, alert_every)),
                 asyncio.create_task(_delivering(px)),
             ]
-            if sweep
-            else []
-        )
         yield
         shutting_down.set()
         for task in tasks:
             task.cancel()
+        with contextlib.suppress(StoreError):  # what is counted so far, before the process ends
+            await asyncio.to_thread(refusals.write_due, px.store, tally, everything=True)
+        decider.shutdown(wait=False)
 
     app = FastAPI(
         title="Proctor",
@@ -142,19 +153,25 @@ def create_app(
     )
     app.state.px = px
     app.state.verifier = verifier
+    app.state.refusals = tally
+    app.state.decider = decider
     app.state.shutting_down = shutting_down
 
     @app.exception_handler(ProctorError)
     async def proctor_error(request: Request, exc: ProctorError) -> Response:
         status = 401 if isinstance(exc, Unauthorized) else status_of(exc)
-        if status in (401, 403):
-            await asyncio.to_thread(log_refusal, px, request, status, str(exc))
+        if status in (401, 403, 429):
+            await refusals.record(request, status, exc)
+        headers = None
+        if status == 401:
+            headers = {"WWW-Authenticate": "Bearer"}
+        elif isinstance(exc, TooManyRequests):
+            headers = {"Retry-After": str(exc.retry_after)}
         if not request.url.path.startswith("/api/"):
-            return await console_error(request, exc)
+            return await console_error(request, exc, status, headers)
         body: dict[str, Any] = {"error": type(exc).__name__, "message": str(exc)}
         if isinstance(exc, PolicyError):
             body.update(line=exc.line, column=exc.column, message=exc.message)
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         return ORJSONResponse(body, status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
@@ -179,8 +196,9 @@ def create_app(
         )
 
     @app.get("/healthz", tags=["health"])
-    def healthz() -> dict[str, Any]:
-        """The process is up."""
+    async def healthz() -> dict[str, Any]:
+        """The process is up: answered on the event loop, touching neither the database nor
+        a worker thread, so a busy database never makes a live server look dead."""
         return {"ok": True}
 
     metrics = StoreMetrics(px.store)
@@ -255,24 +273,6 @@ async def _delivering(px: Proctor) -> None:
 def _forget_keys(px: Proctor, before: float) -> None:
     with px.store.write() as tx:
         tx.sql("DELETE FROM proctor_idempotency WHERE created_at < ?", (before,))
-
-
-def log_refusal(px: Proctor, request: Request, status: int, reason: str) -> None:
-    """Every refused attempt is in the decision log, with who tried what."""
-    who: Principal | None = getattr(request.state, "principal", None)
-    body = {
-        "status": status,
-        "method": request.method,
-        "path": request.url.path,
-        "reason": reason[:500],
-        "client": request.client.host if request.client else None,
-        "token_id": who.token_id if who else None,
-        "name": who.name if who else None,
-        "role": who.role if who else None,
-        "at": time.time(),
-    }
-    with contextlib.suppress(StoreError), px.store.write() as tx:
-        tx.append("access.denied", body)
 
 
 AsyncHandler = Callable[..., Awaitable[Any]]

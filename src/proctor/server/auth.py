@@ -2,7 +2,8 @@
 
 A token is ``pxt_<id>_<secret>``; only SHA-256(secret) is stored, and the whole token is
 shown once, at creation. Secrets are 32 random bytes, so a fast hash is enough (a slow
-password hash protects guessable passwords, which these are not).
+password hash protects guessable passwords, which these are not). A token may carry an
+expiry; past it, it is refused like a revoked one, but the refusal says why.
 """
 
 from __future__ import annotations
@@ -19,12 +20,48 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from .._errors import InvalidRequest, NotFound
+from .._errors import Forbidden, InvalidRequest, NotFound, ProctorError
 from ..store import Store
 from ..store.tables import tokens
 
 ROLES = ("admin", "policy_author", "reviewer", "sme", "agent", "viewer")
 CACHE_SECONDS = 2.0  # a revoked token stops working within this long in every server process
+MAX_EXPIRY_SECONDS = 10 * 366 * 86400.0  # ten years; "never" is no expiry at all
+UNKNOWN = "the API token is unknown or revoked"
+
+_READERS = frozenset({"admin", "policy_author", "viewer", "reviewer", "sme"})
+
+PERMISSIONS: dict[str, frozenset[str]] = {
+    # Send actions, outcomes, refusals and choices, end runs, claim grants: as its agents.
+    "act": frozenset({"agent", "admin"}),
+    # Approve, reject, edit, escalate, choose: in its queues.
+    "decide": frozenset({"reviewer", "sme", "admin"}),
+    "apply_policy": frozenset({"policy_author", "admin"}),
+    # Policies, agents, the decision log, KPIs, alerts, notifications, problems; and every
+    # console page (agents have no console: their tokens are for the API).
+    "read": _READERS,
+    # Verify and export the whole chain; the console's audit page shows the verification.
+    "verify": frozenset({"admin", "policy_author", "viewer"}),
+    # Tokens, checking alerts on demand.
+    "manage": frozenset({"admin"}),
+}
+"""What each role may do: the one table the API's endpoints and the console's pages ask."""
+
+
+class Unauthorized(ProctorError):
+    """No valid token (HTTP 401). ``token_id`` names a real token that was refused (it
+    expired), so the refusal is logged in full rather than counted with the guesses."""
+
+    def __init__(self, message: str, *, token_id: str | None = None) -> None:
+        super().__init__(message)
+        self.token_id = token_id
+
+
+def require(who: Principal, permission: str) -> None:
+    """Raise ``Forbidden`` unless the caller's role has ``permission``."""
+    if not who.may(permission):
+        roles = ", ".join(sorted(PERMISSIONS[permission]))
+        raise Forbidden(f"role '{who.role}' may not do this (needs one of: {roles})")
 
 
 @dataclass(frozen=True)
@@ -36,23 +73,29 @@ class Principal:
     role: str
     queues: frozenset[str] | None  # None: every queue
     agents: frozenset[str] | None  # None: every agent
+    expires_at: float | None = None  # Unix time; None: never
+
+    def may(self, permission: str) -> bool:
+        return self.role in PERMISSIONS[permission]
 
     def acts_as(self, agent: str) -> bool:
         if self.role == "admin":
             return True
-        return self.role == "agent" and (self.agents is None or agent in self.agents)
+        return self.may("act") and (self.agents is None or agent in self.agents)
 
     def reviews(self, queue: str) -> bool:
         if self.role == "admin":
             return True
-        return self.role in ("reviewer", "sme") and (self.queues is None or queue in self.queues)
+        return self.may("decide") and (self.queues is None or queue in self.queues)
 
     def sees_item(self, queue: str, agent: str) -> bool:
-        if self.role in ("admin", "viewer", "policy_author"):
-            return True
+        """Agents see their agents' items, reviewers and SMEs their queues', other readers
+        every item."""
         if self.role == "agent":
             return self.acts_as(agent)
-        return self.reviews(queue)
+        if self.role in ("reviewer", "sme"):
+            return self.reviews(queue)
+        return self.may("read")
 
     def public(self) -> dict[str, Any]:
         return {
@@ -61,6 +104,7 @@ class Principal:
             "role": self.role,
             "queues": sorted(self.queues) if self.queues is not None else None,
             "agents": sorted(self.agents) if self.agents is not None else None,
+            "expires_at": self.expires_at,
         }
 
 
@@ -85,8 +129,10 @@ def create_token(
     queues: list[str] | None = None,
     agents: list[str] | None = None,
     created_by: str | None = None,
+    expires_in: float | None = None,
 ) -> tuple[Principal, str]:
-    """Store a new token; returns it in full. It is never shown again."""
+    """Store a new token; returns it in full. It is never shown again. With ``expires_in``
+    (seconds) it is refused from then on."""
     if role not in ROLES:
         raise InvalidRequest(f"unknown role {role!r}; one of: {', '.join(ROLES)}")
     if not name or not name.strip():
@@ -95,14 +141,18 @@ def create_token(
         raise InvalidRequest("only agent tokens are limited to agents")
     if queues is not None and role not in ("reviewer", "sme", "admin"):
         raise InvalidRequest("only reviewer and sme tokens are limited to queues")
+    if expires_in is not None and not 0 < expires_in <= MAX_EXPIRY_SECONDS:
+        raise InvalidRequest("a token's expiry must be more than 0 s and at most ten years away")
     token_id = os.urandom(6).hex()
     secret = secrets.token_urlsafe(32)
     q, a = _names(queues, "queues"), _names(agents, "agents")
+    now = time.time()
+    expires_at = None if expires_in is None else now + expires_in
     with store.write() as tx:
         tx.sql(
             "INSERT INTO proctor_tokens (id, name, role, queues, agents, secret_hash,"
-            " created_at, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (token_id, name.strip(), role, q, a, _hash(secret), time.time(), created_by),
+            " created_at, created_by, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (token_id, name.strip(), role, q, a, _hash(secret), now, created_by, expires_at),
         )
         tx.append(
             "token.create",
@@ -113,6 +163,7 @@ def create_token(
                 "queues": queues,
                 "agents": agents,
                 "by": created_by,
+                "expires_at": expires_at,
             },
         )
     principal = Principal(
@@ -121,13 +172,28 @@ def create_token(
         role,
         frozenset(orjson.loads(q)) if q else None,
         frozenset(orjson.loads(a)) if a else None,
+        expires_at,
     )
     return principal, f"pxt_{token_id}_{secret}"
+
+
+def expiry_text(expires_at: float | None, now: float | None = None) -> str:
+    """``never``, ``expired`` or the moment it expires (UTC), as token lists show it."""
+    if expires_at is None:
+        return "never"
+    if expires_at <= (time.time() if now is None else now):
+        return "expired"
+    return _utc(expires_at)
+
+
+def _utc(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
 
 
 def list_tokens(store: Store) -> list[dict[str, Any]]:
     with store.read() as conn:
         rows = conn.execute(sa.select(tokens).order_by(tokens.c.created_at)).all()
+    now = time.time()
     return [
         {
             "id": r.id,
@@ -138,6 +204,8 @@ def list_tokens(store: Store) -> list[dict[str, Any]]:
             "created_at": r.created_at,
             "created_by": r.created_by,
             "revoked": r.revoked_at is not None,
+            "expires_at": r.expires_at,
+            "expires": expiry_text(r.expires_at, now),
         }
         for r in rows
     ]
@@ -160,44 +228,92 @@ def count_tokens(store: Store) -> int:
 
 
 class TokenVerifier:
-    """Checks bearer tokens, remembering good ones for a moment to spare the database."""
+    """Checks bearer tokens, remembering good ones for a moment to spare the database.
+
+    It also remembers which tokens it has accepted (not for how long they stay good: the
+    database says that): a client address over its limit of refusals may still use one.
+    """
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self._cache: dict[str, tuple[float, Principal]] = {}
+        self._accepted: dict[str, float | None] = {}  # token -> expires_at
         self._lock = threading.Lock()
 
     def by_id(self, token_id: str) -> Principal | None:
-        """The principal of a console session (which stores only the token's id)."""
-        return self._lookup("id:" + token_id, token_id, None)
+        """The principal of a console session (which stores only the token's id); None when
+        the token is unknown, revoked or expired."""
+        try:
+            return self._lookup("id:" + token_id, token_id, None)
+        except Unauthorized:
+            return None
 
-    def verify(self, token: str) -> Principal | None:
-        """The principal of a bearer token, or None when it is malformed, unknown or revoked."""
+    def cached(self, token: str) -> Principal | None:
+        """The principal of a token verified within the last moments, without the database;
+        None when it must be looked up. Raises ``Unauthorized`` once it has expired."""
+        hit = self._cache.get(token)
+        if hit is None or hit[0] <= time.monotonic():
+            return None
+        return self._unexpired(token, hit[1])
+
+    def accepted(self, token: str) -> bool:
+        """This token was good here before, and has not expired since."""
+        expires_at = self._accepted.get(token, 0.0)
+        return expires_at is None or expires_at > time.time()
+
+    def verify(self, token: str) -> Principal:
+        """The principal of a bearer token; ``Unauthorized`` when it is malformed, unknown,
+        revoked or expired."""
         parts = token.split("_", 2)
         if len(parts) != 3 or parts[0] != "pxt" or not parts[1] or not parts[2]:
-            return None
+            raise Unauthorized(UNKNOWN)
         return self._lookup(token, parts[1], parts[2])
 
-    def _lookup(self, key: str, token_id: str, secret: str | None) -> Principal | None:
+    def _forget(self, key: str) -> None:
+        """A token refused now no longer gets past a limited address without a lookup."""
+        with self._lock:
+            self._cache.pop(key, None)
+            self._accepted.pop(key, None)
+
+    def _unexpired(self, key: str, who: Principal) -> Principal:
+        if who.expires_at is not None and who.expires_at <= time.time():
+            self._forget(key)
+            raise Unauthorized(
+                f"the API token expired at {_utc(who.expires_at)}; ask an admin for a new one",
+                token_id=who.token_id,
+            )
+        return who
+
+    def _lookup(self, key: str, token_id: str, secret: str | None) -> Principal:
         now = time.monotonic()
         hit = self._cache.get(key)
         if hit is not None and hit[0] > now:
-            return hit[1]
+            return self._unexpired(key, hit[1])
         with self.store.read() as conn:
             row = conn.execute(sa.select(tokens).where(tokens.c.id == token_id)).first()
-        if row is None or row.revoked_at is not None:
-            return None
-        if secret is not None and not hmac.compare_digest(row.secret_hash, _hash(secret)):
-            return None
-        principal = Principal(
-            row.id,
-            row.name,
-            row.role,
-            frozenset(orjson.loads(row.queues)) if row.queues else None,
-            frozenset(orjson.loads(row.agents)) if row.agents else None,
+        if (
+            row is None
+            or row.revoked_at is not None
+            or (secret is not None and not hmac.compare_digest(row.secret_hash, _hash(secret)))
+        ):
+            self._forget(key)
+            raise Unauthorized(UNKNOWN)
+        principal = self._unexpired(
+            key,
+            Principal(
+                row.id,
+                row.name,
+                row.role,
+                frozenset(orjson.loads(row.queues)) if row.queues else None,
+                frozenset(orjson.loads(row.agents)) if row.agents else None,
+                row.expires_at,
+            ),
         )
         with self._lock:
             if len(self._cache) > 4096:  # bounded: tokens are few, guesses are not cached
                 self._cache.clear()
+            if len(self._accepted) > 4096:
+                self._accepted.clear()
             self._cache[key] = (now + CACHE_SECONDS, principal)
+            self._accepted[key] = principal.expires_at
         return principal

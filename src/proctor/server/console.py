@@ -1,11 +1,14 @@
 """The review console: server-rendered pages (Jinja2 + vendored htmx) over the same core.
 
 Sessions hold the token's id and a CSRF secret in a signed cookie; every form carries the
-CSRF token and every POST checks it. What a page offers follows the signed-in role.
+CSRF token and every POST checks it. Every page needs the permission the API needs for the
+same data (``auth.PERMISSIONS``): agents have no console at all, and what a page offers
+follows the signed-in role. Handlers that touch the database run on worker threads.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import math
 import secrets
@@ -19,11 +22,25 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from .._errors import Conflict, Forbidden, InvalidRequest, NotFound, ProctorError
+from .._errors import (
+    Conflict,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    ProctorError,
+    TooManyRequests,
+    status_of,
+)
 from ..review.items import STATUSES, ReviewItem
 from ..sdk import Proctor
 from . import console_data
-from .auth import Principal
+from .auth import UNKNOWN, Principal, Unauthorized, require
+from .refusals import authenticate, record
+
+NO_AGENTS = (
+    "Agent tokens cannot sign in to the console: an agent's token is for the API. Sign in"
+    " with a reviewer, SME, viewer, policy author or admin token."
+)
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -52,12 +69,17 @@ def _px(request: Request) -> Proctor:
     return px
 
 
-def _who(request: Request) -> Principal:
+def _who(request: Request, permission: str = "read") -> Principal:
+    """The signed-in principal, if its role has ``permission`` (403 otherwise)."""
     token_id = request.session.get("token_id")
     who: Principal | None = request.app.state.verifier.by_id(token_id) if token_id else None
     if who is None:
         request.session.clear()
         raise _LoginNeeded
+    request.state.principal = who
+    if not who.may("read"):  # agents: their tokens are for the API only
+        raise Forbidden(NO_AGENTS)
+    require(who, permission)
     return who
 
 
@@ -110,10 +132,20 @@ def login_page(request: Request) -> HTMLResponse:
 
 @console.post("/login")
 async def login(request: Request) -> Response:
+    """Sign in with a token; refusals are logged and limited like the API's."""
     form = await _form(request)
-    who = request.app.state.verifier.verify(form.get("token", "").strip())
-    if who is None:
-        return _page(request, "login.html", status=401, error="That token is unknown or revoked.")
+    try:
+        who = await authenticate(request, form.get("token", "").strip() or None)
+        if not who.may("read"):
+            raise Forbidden(NO_AGENTS)
+    except (Unauthorized, TooManyRequests, Forbidden) as exc:
+        status = 401 if isinstance(exc, Unauthorized) else status_of(exc)
+        await record(request, status, exc)
+        error = "That token is unknown or revoked." if str(exc) == UNKNOWN else str(exc)
+        page = _page(request, "login.html", status=status, error=error)
+        if isinstance(exc, TooManyRequests):
+            page.headers["Retry-After"] = str(exc.retry_after)
+        return page
     request.session.clear()
     request.session.update(token_id=who.token_id, csrf=secrets.token_urlsafe(24))
     return _back("/queue", request)
@@ -220,8 +252,14 @@ def item_page(item_id: str, request: Request) -> HTMLResponse:
 
 @console.post("/items/{item_id}/{verb}")
 async def decide(item_id: str, verb: str, request: Request) -> Response:
-    who = _who(request)
+    who = await asyncio.to_thread(_who, request, "decide")
     form = await _form(request)
+    return await asyncio.to_thread(_decide, request, who, item_id, verb, form)
+
+
+def _decide(
+    request: Request, who: Principal, item_id: str, verb: str, form: dict[str, str]
+) -> Response:
     item = _item(request, who, item_id)
     if not who.reviews(item.queue):
         raise Forbidden(f"{who.name} ({who.role}) may not decide items in queue '{item.queue}'")
@@ -301,8 +339,6 @@ def _edit_preview(
 def run_page(run_id: str, request: Request) -> HTMLResponse:
     who = _who(request)
     records = console_data.run_records(_px(request).store, run_id)
-    if records and who.role == "agent" and not who.acts_as(str(records[0].get("agent"))):
-        records = []
     return _page(request, "run.html", who=who, run_id=run_id, records=records)
 
 
@@ -348,7 +384,8 @@ def audit_page(request: Request) -> HTMLResponse:
     )
     from ..audit.verify import verify
 
-    return _page(request, "audit.html", who=who, rows=rows, q=dict(q), verified=verify(store))
+    verified = verify(store) if who.may("verify") else None  # as the API's /audit/verify
+    return _page(request, "audit.html", who=who, rows=rows, q=dict(q), verified=verified)
 
 
 @console.get("/", response_class=HTMLResponse)
@@ -370,6 +407,9 @@ async def login_needed(request: Request, exc: Exception) -> Response:
     return RedirectResponse("/login", status_code=303)
 
 
-async def console_error(request: Request, exc: ProctorError) -> Response:
-    status = 403 if isinstance(exc, Forbidden) else 404 if isinstance(exc, NotFound) else 400
-    return _page(request, "error.html", status=status, message=str(exc))
+async def console_error(
+    request: Request, exc: ProctorError, status: int, headers: dict[str, str] | None = None
+) -> Response:
+    page = _page(request, "error.html", status=status, message=str(exc))
+    page.headers.update(headers or {})
+    return page

@@ -170,3 +170,5 @@ class TokenIn(_In):
     name: str = Name
     queues: list[str] | None = Field(default=None, min_length=1, max_length=100)
     agents: list[str] | None = Field(default=None, min_length=1, max_length=100)
+    # Seconds until it is refused; at most ten years (auth.MAX_EXPIRY_SECONDS).
+    expires_in: float | None = Field(default=None, gt=0, le=10 * 366 * 86400)
