@@ -4,6 +4,7 @@ write that fails is retried within a bound."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 import time
@@ -441,3 +442,58 @@ def test_an_outcome_that_cannot_be_written_leaves_the_item_in_doubt(
                 other.resume(item)
         assert time.monotonic() - started < 5
         assert px.reviews.get(item).status == "in_doubt"
+
+
+def _in_doubt(px: Proctor) -> str:
+    item = Refunds(px).pending()
+    px.reviews.approve(item, by="ana")
+    px.backend.claim(item, None, FOREIGN_RUNNER, "e" * 32)
+    time.sleep(1.2)
+    px.reviews.sweep()
+    assert px.reviews.get(item).status == "in_doubt"
+    return item
+
+
+def test_the_confirmation_is_asked_by_the_api_the_cli_and_the_console(gpx: Proctor) -> None:
+    from tests.test_cli import proctor
+
+    _, admin = create_token(gpx.store, role="admin", name="root")
+    client = AppClient(create_app(gpx, sweep=False, session_secret="s"))
+    auth = {"Authorization": f"Bearer {admin}"}
+    try:
+        # API
+        item = _in_doubt(gpx)
+        r = client.post(f"/api/v1/reviews/{item}/approve", json={}, headers=auth)
+        assert r.status_code == 422 and "in doubt" in r.json()["message"]
+        r = client.post(
+            f"/api/v1/reviews/{item}/approve", json={"confirm_not_run": True}, headers=auth
+        )
+        assert r.status_code == 200 and r.json()["status"] == "approved"
+        # CLI
+        item = _in_doubt(gpx)
+        db = ["--database", str(gpx.database)]
+        done = proctor("queue", "approve", item, "--by", "ana", *db)
+        assert done.returncode == 2 and "--confirm-not-run" in done.stderr
+        assert "Traceback" not in done.stderr
+        done = proctor("queue", "approve", item, "--by", "ana", "--confirm-not-run", *db)
+        assert done.returncode == 0 and "approved" in done.stdout
+        # console: the box must be ticked
+        item = _in_doubt(gpx)
+        form = client.get("/login").text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form)
+        assert csrf is not None
+        client.post("/login", data={"csrf": csrf.group(1), "token": admin})
+        page = client.get(f"/items/{item}").text
+        assert 'name="confirm_not_run"' in page
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+        assert csrf is not None
+        client.post(f"/items/{item}/approve", data={"csrf": csrf.group(1)})
+        assert gpx.reviews.get(item).status == "in_doubt"
+        client.post(
+            f"/items/{item}/approve", data={"csrf": csrf.group(1), "confirm_not_run": "yes"}
+        )
+        assert gpx.reviews.get(item).status == "approved"
+    finally:
+        client.close()
+    confirmed = [r for r in records(gpx, "review.approve") if r.get("rerun_in_doubt")]
+    assert len(confirmed) == 3 and all(r["confirmed_not_run"] for r in confirmed)

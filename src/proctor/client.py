@@ -21,6 +21,7 @@ from ._errors import (
     NotFound,
     PolicyError,
     StoreError,
+    TooManyRequests,
     error_for_status,
 )
 from ._values import omitted, problem, storable_json, text
@@ -132,6 +133,11 @@ class RemoteBackend:
         if response.status_code == 422 and "line" in body:
             raise PolicyError(
                 message, source="<server>", line=int(body["line"]), column=int(body["column"])
+            )
+        if response.status_code == 429:
+            wait = response.headers.get("retry-after", "1")
+            raise TooManyRequests(
+                f"{message} (HTTP 429)", retry_after=int(wait) if wait.isdigit() else 1
             )
         kind = error_for_status(response.status_code)
         raise kind(f"{message} (HTTP {response.status_code})")
