@@ -18,7 +18,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +37,11 @@ from .notify import WakeHub
 from .pool import Writer, WriterPool
 
 DBAPI_ERRORS: tuple[type[BaseException], ...] = (sqlite3.Error, psycopg.Error)
+
+
+class WouldBlock(Exception):
+    """``write_now`` found the write lock taken; nothing was written. Retry where waiting
+    is allowed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +216,8 @@ class Store:
         self.writers = WriterPool(
             self._open_writer, pool_size, busy_timeout_ms / 1000, DBAPI_ERRORS
         )
+        # One connection that never waits for SQLite's lock: see ``write_now``.
+        self._now_writers = WriterPool(self._open_writer_now, 1, 0.0, DBAPI_ERRORS, busy=WouldBlock)
         self._ready = False
         self._ready_lock = threading.Lock()
         self._pid = os.getpid()
@@ -329,6 +336,16 @@ class Store:
                     self._checkpointer = _Checkpointer(self.sqlite_path, self._busy_timeout_ms)
         return Writer(proxy, driver, driver.cursor())
 
+    def _open_writer_now(self) -> Writer:
+        writer = self._open_writer()
+        try:
+            writer.cursor.execute("PRAGMA busy_timeout = 0")
+        except DBAPI_ERRORS as exc:
+            with suppress(*DBAPI_ERRORS):
+                writer.proxy.invalidate()
+            raise StoreError(f"cannot configure a connection to {self.safe_url}: {exc}") from exc
+        return writer
+
     def _watch_file(self) -> None:
         """Keep the database file open by descriptor: if someone deletes or replaces the
         file, its link count drops to zero and writes must stop (they would go nowhere)."""
@@ -348,30 +365,49 @@ class Store:
     @contextmanager
     def write(self) -> Iterator[WriteTx]:
         """A transaction that holds the chain head until it commits."""
-        writer = self.writers.acquire()
+        with self._transaction(self.writers, nowait=False) as tx:
+            yield tx
+
+    @contextmanager
+    def write_now(self) -> Iterator[WriteTx]:
+        """``write``, or ``WouldBlock`` at once (nothing written) if it would have to wait for
+        another writer. An event loop uses it: an uncontended write commits in place, a
+        contended one moves to a thread that may wait. SQLite only (a PostgreSQL write
+        waits on the network anyway): elsewhere it always raises ``WouldBlock``."""
+        if self.dialect != "sqlite":
+            raise WouldBlock("only SQLite writes without waiting")
+        with self._transaction(self._now_writers, nowait=True) as tx:
+            yield tx
+
+    @contextmanager
+    def _transaction(self, pool: WriterPool, *, nowait: bool) -> Iterator[WriteTx]:
+        writer = pool.acquire()
         try:
             tx = self._begin(writer)
         except DBAPI_ERRORS as exc:
-            self.writers.discard(writer)
+            if nowait and _is_busy(exc):
+                self._rollback(writer, pool)
+                raise WouldBlock(str(exc)) from exc
+            pool.discard(writer)
             if not writer.reused:
                 raise StoreError(
                     f"the decision store is unavailable ({self.safe_url}): {exc}"
                 ) from exc
             # An idle connection may have died with its server; nothing was written yet,
             # so one fresh connection gets one more try.
-            writer = self.writers.acquire()
+            writer = pool.acquire()
             try:
                 tx = self._begin(writer)
             except DBAPI_ERRORS as exc2:
-                self.writers.discard(writer)
+                pool.discard(writer)
                 raise StoreError(
                     f"the decision store is unavailable ({self.safe_url}): {exc2}"
                 ) from exc2
             except BaseException:
-                self._rollback(writer)
+                self._rollback(writer, pool)
                 raise
         except BaseException:
-            self._rollback(writer)
+            self._rollback(writer, pool)
             raise
         try:
             yield tx
@@ -385,12 +421,12 @@ class Store:
                 for item_id in tx.woken:
                     self.hub.notify_after_commit(item_id)
         except DBAPI_ERRORS as exc:
-            self.writers.discard(writer)
+            pool.discard(writer)
             raise StoreError(f"writing to {self.safe_url} failed: {exc}") from exc
         except BaseException:
-            self._rollback(writer)
+            self._rollback(writer, pool)
             raise
-        self.writers.release(writer)
+        pool.release(writer)
 
     def _begin(self, writer: Writer) -> WriteTx:
         cur = writer.cursor
@@ -409,7 +445,7 @@ class Store:
             row = cur.fetchone()
         return WriteTx(self, cur, row[0], row[1], row[2], row[3], row[4])
 
-    def _rollback(self, writer: Writer) -> None:
+    def _rollback(self, writer: Writer, pool: WriterPool) -> None:
         """Give the connection back clean, or drop it if even that fails."""
         try:
             if self.dialect == "postgresql":
@@ -417,9 +453,9 @@ class Store:
             elif writer.raw.in_transaction:
                 writer.cursor.execute("ROLLBACK")
         except DBAPI_ERRORS:
-            self.writers.discard(writer)
+            pool.discard(writer)
             return
-        self.writers.release(writer)
+        pool.release(writer)
 
     @contextmanager
     def read(self) -> Iterator[sa.Connection]:
@@ -439,11 +475,19 @@ class Store:
             self._checkpointer.stop()
             self._checkpointer = None
         self.writers.close()
+        self._now_writers.close()
         if self._file_fd is not None:
             os.close(self._file_fd)
             self._file_fd = None
         self.engine.dispose()
         self._writer_engine.dispose()
+
+
+def _is_busy(exc: BaseException) -> bool:
+    """SQLite's "another connection holds the lock" (SQLITE_BUSY or SQLITE_LOCKED)."""
+    return isinstance(exc, sqlite3.OperationalError) and (
+        "locked" in str(exc) or "busy" in str(exc)
+    )
 
 
 class _Checkpointer:

@@ -43,6 +43,7 @@ class WriterPool:
         size: int,
         timeout: float,
         close_errors: tuple[type[BaseException], ...],
+        busy: Callable[[str], Exception] = StoreError,
     ) -> None:
         if size < 1:
             raise ValueError("a pool needs at least one connection")
@@ -50,6 +51,7 @@ class WriterPool:
         self.size = size
         self.timeout = timeout
         self._close_errors = close_errors
+        self._busy = busy
         self._forget()
         _POOLS.add(self)
 
@@ -88,7 +90,7 @@ class WriterPool:
                         break
                     left = deadline - time.monotonic()
                     if left <= 0:
-                        raise StoreError(
+                        raise self._busy(
                             f"all {self.size} database connections of this process stayed"
                             f" busy for {self.timeout:g} s (PROCTOR_POOL_SIZE bounds them)"
                         )
