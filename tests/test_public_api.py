@@ -37,3 +37,12 @@ def test_exception_tree() -> None:
     assert pending.item_id == "abc"
     err = proctor.PolicyError("bad", source="p.yaml", line=3, column=7)
     assert (err.line, err.column, str(err)) == (3, 7, "p.yaml:3:7: bad")
+
+
+def test_the_readme_lists_every_setting_as_declared() -> None:
+    from proctor._settings import markdown_table
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    listed = readme.split("<!-- settings: generated from proctor._settings.SETTINGS -->\n", 1)
+    assert len(listed) == 2, "the README's settings table is missing"
+    assert listed[1].split("\n<!-- /settings -->", 1)[0] == markdown_table()

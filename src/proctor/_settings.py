@@ -90,6 +90,14 @@ SETTINGS: tuple[Setting, ...] = (
 _BY_NAME = {s.name: s for s in SETTINGS}
 
 
+def markdown_table() -> str:
+    """The settings as the README lists them (a test keeps the two the same)."""
+    rows = ["| variable | default | what it sets |", "| --- | --- | --- |"]
+    for s in SETTINGS:
+        rows.append(f"| `{s.env}` | {f'`{s.default}`' if s.default else '(unset)'} | {s.help} |")
+    return "\n".join(rows)
+
+
 def setting(name: str) -> str:
     """The value of a setting: its environment variable if set, else its default."""
     s = _BY_NAME[name]
