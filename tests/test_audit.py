@@ -9,9 +9,9 @@ import pytest
 import sqlalchemy as sa
 
 from proctor import Denied, Proctor
-from proctor.audit.chain import GENESIS, header, header_v2, link
 from proctor.audit.export import export_jsonl
 from proctor.audit.verify import verify
+from proctor.store.chain import GENESIS, header, header_v2, link
 from proctor.store.tables import audit_log, state
 
 POLICY = """

@@ -28,7 +28,7 @@ from proctor import (
     StoreError,
 )
 from proctor.audit.verify import verify
-from proctor.backend import verdict_to_wire
+from proctor.backends import verdict_to_wire
 from proctor.server.app import create_app
 from proctor.server.auth import create_token
 from proctor.store.tables import audit_log

@@ -9,7 +9,7 @@ import pytest
 
 import proctor
 from proctor import PolicyError
-from proctor.bench import synthetic_policy
+from proctor.bench.gate import synthetic_policy
 from proctor.policy import Action, compile_policy, evaluate
 from proctor.policy.compile import VARIABLE_KINDS
 from proctor.policy.starters import STARTERS

@@ -11,7 +11,7 @@ import pytest
 from tests.asgi_client import AppClient
 
 from proctor import Action, Proctor, ReviewPending
-from proctor.backend import verdict_to_wire
+from proctor.backends import verdict_to_wire
 from proctor.server.app import create_app
 from proctor.server.auth import create_token
 from proctor.server.refusals import write_due

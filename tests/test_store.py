@@ -216,3 +216,30 @@ def test_a_deleted_database_file_fails_closed(tmp_path: Path, how: str) -> None:
             with pytest.raises(Denied, match="deleted or replaced"):
                 lookup(n)
         assert ran == [1]
+
+
+def test_the_newest_migration_is_found_without_alembic() -> None:
+    """The store reads the head revision from the files' names; Alembic must agree."""
+    from alembic.script import ScriptDirectory
+
+    from proctor.store import schema
+
+    assert (
+        schema.head_revision() == ScriptDirectory.from_config(schema._config()).get_current_head()
+    )
+
+
+def test_the_tables_match_the_migrations(tmp_path: Path) -> None:
+    """tables.py and the Alembic revisions describe the same schema."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from proctor.store.tables import metadata
+
+    with Proctor(f"sqlite:///{tmp_path}/p.db") as px:
+        px.store.ensure_schema()
+        with px.store.engine.connect() as conn:
+            changes = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert [
+        c for c in changes if c[0] != "remove_table" or c[1].name != "proctor_alembic_version"
+    ] == []

@@ -21,7 +21,7 @@ from tests.test_gate import records
 from proctor import Denied, InvalidRequest, Option, Proctor, ReviewPending
 from proctor._values import MAX_DEPTH, check, problem, storable_json, text
 from proctor.audit.verify import verify
-from proctor.backend import verdict_to_wire
+from proctor.backends import verdict_to_wire
 from proctor.gate import INVALID_INPUT
 from proctor.policy import Action
 from proctor.server.app import create_app

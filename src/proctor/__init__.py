@@ -1,9 +1,15 @@
 """Proctor: every consequential action an AI agent takes passes one gate.
 
-Public API only; everything else is internal and may change.
+Public API only; everything else is internal and may change. The exceptions are defined
+here at once; the rest loads on first use (``proctor.Proctor`` imports the engine), so that
+``import proctor`` and the ``proctor`` command start quickly.
 """
 
-from . import controls
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._errors import (
     ConfigError,
     Conflict,
@@ -22,14 +28,27 @@ from ._errors import (
     ToolFailed,
     TooManyRequests,
 )
-from .gate import Verdict
-from .policy import Action, Decision
-from .review import ReviewItem
-from .runs import Run
-from .sdk import Option, Proctor
-from .tools import UNSET
+from ._version import __version__ as __version__
 
-__version__ = "0.1.0"
+if TYPE_CHECKING:
+    from . import controls
+    from .gate import Verdict
+    from .policy import Action, Decision
+    from .review import ReviewItem
+    from .runs import Run
+    from .sdk import Option, Proctor
+    from .tools import UNSET
+
+_LAZY = {
+    "Action": ".policy",
+    "Decision": ".policy",
+    "Option": ".sdk",
+    "Proctor": ".sdk",
+    "ReviewItem": ".review",
+    "Run": ".runs",
+    "UNSET": ".tools",
+    "Verdict": ".gate",
+}
 
 __all__ = [
     "Action",
@@ -58,3 +77,18 @@ __all__ = [
     "Verdict",
     "controls",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "controls":
+        value: Any = importlib.import_module(".controls", __name__)
+    elif name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    else:
+        raise AttributeError(f"module 'proctor' has no attribute {name!r}")
+    globals()[name] = value  # the next lookup is a plain one
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -26,8 +26,8 @@ from typing import Any
 
 import orjson
 
+from ._canonical import canonical
 from ._errors import InvalidRequest
-from .audit.chain import canonical
 
 MAX_DEPTH = 32
 OMITTED = "_omitted"

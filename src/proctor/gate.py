@@ -17,16 +17,16 @@ from typing import Any
 
 import orjson
 
+from ._canonical import canonical
 from ._errors import PolicyError, StoreError
 from ._masking import mask
 from ._values import omitted, problem, text
-from .audit.chain import canonical
 from .controls import Controls
 from .controls import load as load_controls
 from .limits import check_and_count
 from .policy import Action, CompiledPolicy, Decision, compile_policy, evaluate
 from .policy.evaluate import refuse, sampled
-from .runs import Run
+from .runstate import RunState
 from .store import Store, WriteTx
 
 NO_POLICY = "no-policy"
@@ -103,7 +103,7 @@ class Gate:
     # -- decisions ---------------------------------------------------------------------
 
     def decide(
-        self, action: Action, run: Run | None, params: dict[str, Any] | None = None
+        self, action: Action, run: RunState | None, params: dict[str, Any] | None = None
     ) -> Verdict:
         """Evaluate and record; a store failure yields an unrecorded deny, never an allow."""
         action, invalid = admitted(action)
@@ -121,7 +121,7 @@ class Gate:
         return verdict
 
     def decide_in(
-        self, tx: WriteTx, action: Action, run: Run | None, params: dict[str, Any] | None
+        self, tx: WriteTx, action: Action, run: RunState | None, params: dict[str, Any] | None
     ) -> Verdict:
         """``decide`` inside a transaction the caller holds (the server stores an
         idempotency key in the same one)."""
@@ -134,7 +134,7 @@ class Gate:
         self,
         tx: WriteTx,
         action: Action,
-        run: Run | None,
+        run: RunState | None,
         digest: str,
         size: int,
         params: dict[str, Any] | None,
@@ -182,7 +182,9 @@ class Gate:
                 else:
                     decision = evaluate(policy, action, stage)
                     shadow = self._shadow(tx, action, stage, decision)
-                    decision = check_and_count(tx, policy, action, run, decision)
+                    decision = check_and_count(
+                        tx, policy, action, run.id if run is not None else None, decision
+                    )
         stored = self.stored(action, policy, digest, size)
         if run is not None and not run.started:
             self._record_run_start(tx, run, policy.sensitive if policy is not None else ())
@@ -261,7 +263,9 @@ class Gate:
         exact = size <= self.max_args_bytes and not any(m.startswith("args") for m in masked)
         return StoredAction(args, context, digest, tuple(masked), exact)
 
-    def record_refusal(self, action: Action, run: Run | None, reason: str, rule_id: str) -> Verdict:
+    def record_refusal(
+        self, action: Action, run: RunState | None, reason: str, rule_id: str
+    ) -> Verdict:
         """Log an action refused before policy was consulted (a held run, say)."""
         action, _ = admitted(action)
         digest = hashlib.sha256(canonical(action.args)).hexdigest()
@@ -282,7 +286,7 @@ class Gate:
         self,
         agent: str,
         offered: list[tuple[Action, dict[str, Any]]],
-        run: Run | None,
+        run: RunState | None,
         queue: str | None,
         reason: str,
     ) -> Verdict:
@@ -382,7 +386,7 @@ class Gate:
         decision: Decision,
         action: Action,
         stored: StoredAction,
-        run: Run | None,
+        run: RunState | None,
         item_id: str | None,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -420,7 +424,7 @@ class Gate:
         self,
         verdict: Verdict,
         action: Action,
-        run: Run | None,
+        run: RunState | None,
         *,
         error: BaseException | None,
         duration: float,
@@ -488,7 +492,7 @@ class Gate:
         *,
         decision_id: str,
         decision_seq: int,
-        run: Run | None,
+        run: RunState | None,
         stored: StoredAction,
         policy: CompiledPolicy | None,
         queue: str,
@@ -548,7 +552,7 @@ class Gate:
     # -- runs --------------------------------------------------------------------------
 
     def _record_run_start(
-        self, tx: WriteTx, run: Run, sensitive: tuple[tuple[str, ...], ...]
+        self, tx: WriteTx, run: RunState, sensitive: tuple[tuple[str, ...], ...]
     ) -> None:
         masked: list[str] = []
         invalid = problem(run.context, "context")
@@ -563,7 +567,7 @@ class Gate:
             agent=run.agent,
         )
 
-    def end_run(self, run: Run, error: BaseException | None) -> None:
+    def end_run(self, run: RunState, error: BaseException | None) -> None:
         with self.store.write() as tx:
             tx.append(
                 "run.end",
@@ -618,7 +622,7 @@ def _timeouts(policy: CompiledPolicy | None, queue: str | None) -> tuple[float, 
     return timeout, on_timeout
 
 
-def _run_fields(run: Run | None) -> dict[str, Any]:
+def _run_fields(run: RunState | None) -> dict[str, Any]:
     if run is None:
         return {}
     return {

@@ -13,7 +13,6 @@ from typing import Any
 
 from .policy import Action, CompiledPolicy, Decision
 from .policy.schema import Limit
-from .runs import Run
 from .store import WriteTx
 
 WINDOWS = {"per_minute": 60.0, "per_hour": 3600.0, "per_day": 86400.0}
@@ -27,7 +26,11 @@ def _limits_for(policy: CompiledPolicy, action: Action) -> list[tuple[str, Limit
 
 
 def check_and_count(
-    tx: WriteTx, policy: CompiledPolicy, action: Action, run: Run | None, decision: Decision
+    tx: WriteTx,
+    policy: CompiledPolicy,
+    action: Action,
+    run_id: str | None,
+    decision: Decision,
 ) -> Decision:
     """The decision, or the limit's ``on_exceed`` decision when a limit is reached."""
     if decision.decision == "deny":
@@ -45,8 +48,8 @@ def check_and_count(
             value = getattr(limit, name)
             if value is not None:
                 checks.append((name, value, now - now % seconds, 1.0))
-        if limit.per_run is not None and run is not None:
-            checks.append((f"per_run:{run.id}", limit.per_run, 0.0, 1.0))
+        if limit.per_run is not None and run_id is not None:
+            checks.append((f"per_run:{run_id}", limit.per_run, 0.0, 1.0))
         if limit.cost_per_day is not None:
             checks.append(("cost_per_day", limit.cost_per_day, now - now % 86400.0, cost))
         for name, ceiling, start, amount in checks:

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import time
-from collections import deque
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .runstate import RunState
+
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from .backend import Backend
+    from .backends import Backend
 
 _current: ContextVar[Run | None] = ContextVar("proctor_run", default=None)
 
@@ -22,39 +21,13 @@ def current_run() -> Run | None:
 
 
 @dataclass
-class Run:
+class Run(RunState):
     """Use as ``with px.run(agent=..., confidence=0.9) as run:``; nested runs share the trace."""
 
-    agent: str
-    context: dict[str, Any]
-    backend: Backend
-    parent: Run | None = None
-    id: str = field(default_factory=lambda: os.urandom(16).hex())
-    trace_id: str = ""
-    started: bool = False  # its start is recorded with its first action
-    actions: int = 0
-    history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=25))
-    holding: set[str] = field(default_factory=set)  # pending approvals that hold this run
-    _token: Token[Run | None] | None = field(default=None, repr=False)
+    backend: Backend | None = field(default=None, repr=False)
     tracer: Any = field(default=None, repr=False)
+    _token: Token[Run | None] | None = field(default=None, repr=False)
     _span: Any = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
-        if self.parent is not None:
-            self.trace_id = self.parent.trace_id
-            self.context = {**self.parent.context, **self.context}
-        elif not self.trace_id:
-            self.trace_id = os.urandom(16).hex()
-
-    def remember(self, tool: str, what: str, decision_id: str | None) -> None:
-        """The run so far, as a reviewer sees it: the last few calls and how they went."""
-        self.history.append(
-            {"tool": tool, "what": what, "decision_id": decision_id, "at": round(time.time(), 3)}
-        )
-
-    def update(self, /, **context: Any) -> None:
-        """Change the context the following actions are judged with."""
-        self.context = {**self.context, **context}
 
     def __enter__(self) -> Run:
         if self.tracer is not None:
@@ -76,7 +49,7 @@ class Run:
             _current.reset(self._token)
             self._token = None
         try:
-            if self.started:
+            if self.started and self.backend is not None:
                 self.backend.end_run(self, exc)
         finally:
             if self._span is not None:

@@ -11,7 +11,8 @@ from typing import Any, TypeVar, overload
 
 from ._errors import ConfigError, Denied, InvalidRequest, PolicyError
 from ._settings import float_setting, int_setting, setting
-from .backend import Backend, LocalBackend
+from .backends import Backend
+from .backends.local import LocalBackend
 from .gate import Gate
 from .heartbeat import Heartbeat
 from .policy import Action, CompiledPolicy
@@ -169,7 +170,7 @@ class Proctor:
         if url is not None:
             if database is not None:
                 raise ConfigError("give database= (embedded) or url= (a server), not both")
-            from .client import RemoteBackend
+            from .backends.remote import RemoteBackend
 
             self.url: str | None = url
             self.database: str | None = None

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+from ._canonical import canonical
 from ._errors import (
     ConfigError,
     Denied,
@@ -23,7 +24,6 @@ from ._errors import (
     StoreError,
     ToolFailed,
 )
-from .audit.chain import canonical
 from .gate import Verdict
 from .policy import Action, Decision
 from .review.grants import owner_id
@@ -217,7 +217,7 @@ def wrap(px: Proctor, spec: ToolSpec) -> Callable[..., Any]:
 def _decide(px: Proctor, spec: ToolSpec, action: Action, run: Run | None, span: Any) -> Verdict:
     verdict = px.backend.decide(action, run, spec.params)
     if span is not None:
-        describe_decision(span, verdict)
+        describe_decision(span, verdict.decision, verdict.id, verdict.item_id)
     _note_hold(verdict, run)
     return verdict
 

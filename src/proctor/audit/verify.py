@@ -9,8 +9,7 @@ from typing import Any
 
 from .._errors import StoreError
 from ..store import Store
-from ..store.engine import DBAPI_ERRORS
-from .chain import GENESIS, header, pack_double
+from ..store.chain import GENESIS, header, pack_double
 
 BATCH = 5000
 
@@ -59,7 +58,7 @@ def verify(store: Store, progress: Callable[[int], None] | None = None) -> Verif
         finally:
             cursor.close()
             driver.rollback()
-    except DBAPI_ERRORS as exc:
+    except store.errors as exc:
         raise StoreError(f"reading the log from {store.safe_url} failed: {exc}") from exc
     finally:
         raw.close()

@@ -13,10 +13,10 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-import cel
 import orjson
 
 from .._errors import PolicyError
+from . import _cel as cel
 from .schema import Agent, PolicyDocument, Queue, Rule, validate
 from .source import Located, Path, load_yaml
 from .types import Kind, check, too_deep

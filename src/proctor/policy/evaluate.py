@@ -10,8 +10,7 @@ import hashlib
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import cel
-
+from . import _cel as cel
 from .compile import CompiledPolicy, CompiledRule, Needs
 
 ENVELOPE_AGENT = "envelope.agent"

@@ -23,10 +23,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from .._canonical import canonical
 from .._errors import Conflict, Forbidden
 from .._values import storable_json
 from .._values import text as storable_text
-from ..audit.chain import canonical
 from ..controls import load as load_controls
 from ..store import Store, WriteTx
 from .rows import load, log, update

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from .._canonical import canonical
 from .._errors import Conflict, Forbidden, InvalidRequest
 from .._settings import setting
-from ..audit.chain import canonical
 from ..policy import Action, CompiledPolicy, evaluate
 from ..store import WriteTx
 from ..telemetry.notifications import enqueue

@@ -22,11 +22,12 @@ from fastapi.responses import Response, StreamingResponse
 from .._errors import Conflict, Forbidden, InvalidRequest, NotFound
 from ..audit.export import iter_records
 from ..audit.verify import verify
-from ..backend import LocalBackend, item_to_wire, verdict_from_wire, verdict_to_wire
+from ..backends import item_to_wire, verdict_from_wire, verdict_to_wire
+from ..backends.local import LocalBackend
 from ..gate import ReportedError, Verdict
 from ..policy import Action, Decision
 from ..review.items import ANSWERED, RECHECK_SECONDS, STATUSES, ReviewItem, status_of
-from ..runs import Run
+from ..runstate import RunState
 from ..sdk import Proctor
 from ..store import WouldBlock
 from ..store.tables import audit_log, policies
@@ -85,23 +86,16 @@ def _local(px: Proctor) -> LocalBackend:
     return px.local
 
 
-def _run(data: RunIn | None, px: Proctor) -> Run | None:
+def _run(data: RunIn | None) -> RunState | None:
     """The agent's run as the core needs it (history and holds stay with the agent)."""
     if data is None:
         return None
     parent = None
     if data.parent_id:
-        parent = Run(
-            agent=data.agent,
-            context={},
-            backend=px.backend,
-            id=data.parent_id,
-            trace_id=data.trace_id,
-        )
-    run = Run(
+        parent = RunState(agent=data.agent, context={}, id=data.parent_id, trace_id=data.trace_id)
+    run = RunState(
         agent=data.agent,
         context=dict(data.context),
-        backend=px.backend,
         parent=parent,
         id=data.id,
         trace_id=data.trace_id,
@@ -152,7 +146,7 @@ async def create_action(body: ActionIn, who: Who, request: Request) -> Any:
 
 def _decide_action(px: Proctor, who: Principal, body: ActionIn, now: bool = False) -> Response:
     local = _local(px)
-    run = _run(body.run, px)
+    run = _run(body.run)
     with local.store.write_now() if now else local.store.write() as tx:
         if body.idempotency_key:
             seen = tx.sql(
@@ -235,7 +229,7 @@ def _outcome(px: Proctor, body: OutcomeIn, who: Principal) -> Any:
         opened = local.gate.record_outcome(
             verdict,
             action,
-            _run(body.action.run, px),
+            _run(body.action.run),
             error=error,
             duration=body.duration,
             params=body.action.params,
@@ -304,7 +298,7 @@ def create_refusal(body: RefusalIn, who: Who, request: Request) -> Any:
     _acts_as(who, body.action.agent)
     px = _px(request)
     verdict = _local(px).gate.record_refusal(
-        _action(body.action), _run(body.action.run, px), body.reason, body.rule_id
+        _action(body.action), _run(body.action.run), body.reason, body.rule_id
     )
     return verdict_to_wire(verdict)
 
@@ -322,7 +316,7 @@ def create_choice(body: ChoiceIn, who: Who, request: Request) -> Any:
         for o in body.options
     ]
     verdict = _local(px).gate.open_choice(
-        body.agent, offered, _run(body.run, px), body.queue, body.reason
+        body.agent, offered, _run(body.run), body.queue, body.reason
     )
     return verdict_to_wire(verdict)
 
@@ -332,7 +326,7 @@ def end_run(run_id: str, body: RunEndIn, who: Who, request: Request) -> Any:
     """Record that a run finished (completed, or failed with an error type)."""
     _acts_as(who, body.run.agent)
     px = _px(request)
-    run = _run(body.run, px)
+    run = _run(body.run)
     assert run is not None
     run.id = run_id
     error = ReportedError(body.error_type, "") if body.error_type else None

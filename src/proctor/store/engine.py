@@ -24,19 +24,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
+from .._canonical import canonical
 from .._errors import ConfigError, StoreError
-from ..audit.chain import FORMAT, canonical, header_v2, link
+from .._extras import missing
 from . import schema
+from .chain import FORMAT, header_v2, link
 from .notify import WakeHub
 from .pool import Writer, WriterPool
-
-DBAPI_ERRORS: tuple[type[BaseException], ...] = (sqlite3.Error, psycopg.Error)
 
 
 class WouldBlock(Exception):
@@ -200,6 +199,14 @@ class Store:
             raise ConfigError(
                 f"unsupported database {self.dialect!r}: use sqlite:/// or postgresql://"
             )
+        # The driver's errors, translated to StoreError wherever a connection is used.
+        self.errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+        if self.dialect == "postgresql":
+            try:
+                import psycopg
+            except ImportError as exc:
+                raise missing("postgres", exc) from exc
+            self.errors = (sqlite3.Error, psycopg.Error)
         self.sqlite_path: str | None = None
         if self.dialect == "sqlite":
             if not parsed.database or parsed.database == ":memory:":
@@ -213,11 +220,9 @@ class Store:
         self.pool_size = pool_size
         self.engine = self._make_engine(QueuePool=True)
         self._writer_engine = self._make_engine(QueuePool=False)
-        self.writers = WriterPool(
-            self._open_writer, pool_size, busy_timeout_ms / 1000, DBAPI_ERRORS
-        )
+        self.writers = WriterPool(self._open_writer, pool_size, busy_timeout_ms / 1000, self.errors)
         # One connection that never waits for SQLite's lock: see ``write_now``.
-        self._now_writers = WriterPool(self._open_writer_now, 1, 0.0, DBAPI_ERRORS, busy=WouldBlock)
+        self._now_writers = WriterPool(self._open_writer_now, 1, 0.0, self.errors, busy=WouldBlock)
         self._ready = False
         self._ready_lock = threading.Lock()
         self._pid = os.getpid()
@@ -326,7 +331,7 @@ class Store:
             proxy = self._writer_engine.raw_connection()
         except sa.exc.DBAPIError as exc:
             raise StoreError(f"cannot connect to {self.safe_url}: {exc.orig}") from exc
-        except DBAPI_ERRORS as exc:  # raw_connection hands the driver's errors up unwrapped
+        except self.errors as exc:  # raw_connection hands the driver's errors up unwrapped
             raise StoreError(f"cannot connect to {self.safe_url}: {exc}") from exc
         driver: Any = proxy.driver_connection
         if self.sqlite_path is not None:
@@ -340,8 +345,8 @@ class Store:
         writer = self._open_writer()
         try:
             writer.cursor.execute("PRAGMA busy_timeout = 0")
-        except DBAPI_ERRORS as exc:
-            with suppress(*DBAPI_ERRORS):
+        except self.errors as exc:
+            with suppress(*self.errors):
                 writer.proxy.invalidate()
             raise StoreError(f"cannot configure a connection to {self.safe_url}: {exc}") from exc
         return writer
@@ -384,7 +389,7 @@ class Store:
         writer = pool.acquire()
         try:
             tx = self._begin(writer)
-        except DBAPI_ERRORS as exc:
+        except self.errors as exc:
             if nowait and _is_busy(exc):
                 self._rollback(writer, pool)
                 raise WouldBlock(str(exc)) from exc
@@ -398,7 +403,7 @@ class Store:
             writer = pool.acquire()
             try:
                 tx = self._begin(writer)
-            except DBAPI_ERRORS as exc2:
+            except self.errors as exc2:
                 pool.discard(writer)
                 raise StoreError(
                     f"the decision store is unavailable ({self.safe_url}): {exc2}"
@@ -420,7 +425,7 @@ class Store:
                     self._checkpointer.pending = True
                 for item_id in tx.woken:
                     self.hub.notify_after_commit(item_id)
-        except DBAPI_ERRORS as exc:
+        except self.errors as exc:
             pool.discard(writer)
             raise StoreError(f"writing to {self.safe_url} failed: {exc}") from exc
         except BaseException:
@@ -452,7 +457,7 @@ class Store:
                 writer.raw.rollback()
             elif writer.raw.in_transaction:
                 writer.cursor.execute("ROLLBACK")
-        except DBAPI_ERRORS:
+        except self.errors:
             pool.discard(writer)
             return
         pool.release(writer)

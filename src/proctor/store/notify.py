@@ -20,8 +20,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 CHANNEL = "proctor_review"
 
 
@@ -103,6 +101,8 @@ class WakeHub:
                 path.unlink()
 
     def _run_pg(self) -> None:
+        import psycopg  # only a PostgreSQL store gets here; it has checked the driver is there
+
         assert self.pg_conninfo is not None
         while not self._stopped.is_set():
             try:

@@ -15,6 +15,7 @@ policy and the database.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import random
@@ -27,6 +28,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from .._extras import missing
 from ..store import Store, WriteTx
 from ..store.tables import notifications
 
@@ -111,7 +113,10 @@ class Delivery:
 
 
 def send_apprise(url: str, severity: str, title: str, body: str) -> str | None:
-    import apprise
+    try:
+        import apprise
+    except ImportError as exc:
+        raise missing("notify", exc) from exc
 
     try:
         target = expand(url)
@@ -139,6 +144,9 @@ def deliver_due(
     """Send what is due (leasing it first), then record each result."""
     now = time.time() if now is None else now
     started = time.monotonic()
+    if send is send_apprise and importlib.util.find_spec("apprise") is None:
+        _warn_once("notifications wait in the outbox: pip install 'proctor[notify]' to send them")
+        return Delivery()  # kept pending, sent once the extra is installed
     with store.read() as conn:  # a cheap look first: most rounds find nothing to send
         due = conn.execute(
             sa.select(notifications.c.id)
@@ -204,6 +212,15 @@ def deliver_due(
     if failed or retrying:
         log.warning("notifications: %d sent, %d to retry, %d failed", sent, retrying, failed)
     return Delivery(sent, retrying, failed)
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        log.warning(message)
 
 
 def _attempt(send: Sender, row: Any) -> str | None:

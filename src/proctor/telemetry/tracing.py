@@ -32,10 +32,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from .._extras import missing
+from .._version import __version__
+
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer, TracerProvider
 
-    from ..gate import Verdict
+    from ..policy import Decision
 
 SCOPE = "proctor"
 
@@ -50,8 +53,6 @@ def make_tracer(provider: TracerProvider | None) -> tuple[Any, Any]:
         ):
             return None, None
         provider = owned = otlp_provider()
-    from .. import __version__
-
     tracer = provider.get_tracer(SCOPE, __version__)
     return DirectTracer.wrap(tracer, provider), owned
 
@@ -79,12 +80,13 @@ class DirectTracer:
     @classmethod
     def wrap(cls, tracer: Tracer, provider: Any) -> Any:
         """A DirectTracer where it sends exactly what the SDK would, else ``tracer``."""
-        from opentelemetry.sdk.trace import TracerProvider as SDKProvider
-        from opentelemetry.sdk.trace import sampling
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
-        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-
-        from .. import __version__
+        try:
+            from opentelemetry.sdk.trace import TracerProvider as SDKProvider
+            from opentelemetry.sdk.trace import sampling
+            from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+            from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+        except ImportError:
+            return tracer  # a provider of the API's alone (no SDK installed): the API path
 
         processor = getattr(provider, "_active_span_processor", None)
         processors = getattr(processor, "_span_processors", None)
@@ -169,10 +171,13 @@ def _random_id(bits: int) -> int:
 
 def otlp_provider() -> TracerProvider:
     """An SDK provider exporting in batches over OTLP/HTTP, configured by OTEL_* variables."""
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider as SDKProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider as SDKProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    except ImportError as exc:
+        raise missing("otel", exc) from exc
 
     provider = SDKProvider(
         resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "proctor")})
@@ -229,19 +234,20 @@ def tool_span(tracer: Tracer, agent: str, tool: str) -> Iterator[Span]:
         span.end()
 
 
-def describe_decision(span: Span, verdict: Verdict) -> None:
+def describe_decision(
+    span: Span, d: Decision, decision_id: str | None, item_id: str | None
+) -> None:
     """The gate's decision on the tool call's span, in one call (one lock, one pass)."""
-    d = verdict.decision
     attributes: dict[str, Any] = {
         "proctor.decision": d.decision,
         "proctor.rule_ids": tuple(d.rule_ids),
     }
     if d.policy_version:
         attributes["proctor.policy_version"] = d.policy_version
-    if verdict.id:
-        attributes["gen_ai.tool.call.id"] = verdict.id
-    if verdict.item_id:
-        attributes["proctor.review_item_id"] = verdict.item_id
+    if decision_id:
+        attributes["gen_ai.tool.call.id"] = decision_id
+    if item_id:
+        attributes["proctor.review_item_id"] = item_id
     if d.risk is not None:
         attributes["proctor.risk"] = d.risk
     span.set_attributes(attributes)

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
-from ._cli_options import database_option
-from .sdk import Proctor
-
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+from .._extras import require
+from ..sdk import Proctor
+from ._common import database_option, out
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -21,7 +18,7 @@ def _split(value: str | None) -> list[str] | None:
 
 def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
     """``--expires 90d``: seconds, parsed as the policy's durations are."""
-    from .policy.schema import parse_duration
+    from ..policy.schema import parse_duration
 
     if value is None:
         return None
@@ -43,11 +40,12 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 )
 @database_option
 def serve(host: str, port: int, max_body: int, database: str | None) -> None:
-    """Serve the API (and, later, the console) for a team on one database."""
+    """Serve the API and the review console for a team on one database."""
+    require("server")
     import uvicorn
 
-    from .server.app import create_app
-    from .server.auth import count_tokens, create_token
+    from ..server.app import create_app
+    from ..server.auth import count_tokens, create_token
 
     px = Proctor(database)
     px.store.ensure_schema()
@@ -123,7 +121,7 @@ def token_create(
     database: str | None,
 ) -> None:
     """Create a token and print it, once."""
-    from .server.auth import create_token, expiry_text
+    from ..server.auth import create_token, expiry_text
 
     with Proctor(database) as px:
         made, secret = create_token(
@@ -146,7 +144,7 @@ def token_create(
 @database_option
 def token_list(database: str | None) -> None:
     """Every token, without secrets."""
-    from .server.auth import list_tokens
+    from ..server.auth import list_tokens
 
     with Proctor(database) as px:
         rows = list_tokens(px.store)
@@ -171,7 +169,7 @@ def token_list(database: str | None) -> None:
 @database_option
 def token_revoke(token_id: str, database: str | None) -> None:
     """Revoke a token by id."""
-    from .server.auth import revoke_token
+    from ..server.auth import revoke_token
 
     with Proctor(database) as px:
         revoke_token(px.store, token_id, by="cli")

@@ -16,10 +16,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .audit.verify import verify
-from .policy import Action, compile_policy, evaluate
-from .sdk import Proctor
-from .store import normalize_url
+from ..audit.verify import verify
+from ..policy import Action, compile_policy, evaluate
+from ..sdk import Proctor
+from ..store import normalize_url
 
 TOOLS = 10
 

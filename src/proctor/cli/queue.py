@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Any
 
 import click
 import orjson
-from rich.console import Console
 from rich.table import Table
 
-from ._cli_options import database_option
-from ._errors import InvalidRequest
-from .review import ReviewItem
-from .sdk import Proctor
-
-# Tables keep their columns readable when piped (rich assumes 80 columns off a terminal).
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+from .._errors import InvalidRequest
+from ..review import ReviewItem
+from ..sdk import Proctor
+from ._common import database_option, out
 
 
 def _ago(ts: float | None, now: float) -> str:

@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 import orjson
 
-from .bench import _database, _percentiles, synthetic_policy
-from .client import idempotency_key
+from ..backends.remote import idempotency_key
+from .gate import _database, _percentiles, synthetic_policy
 
 
 def _free_port() -> int:

@@ -10,9 +10,9 @@ import time
 from array import array
 from typing import Any
 
-from ._errors import ReviewPending
-from .bench import _database, _percentiles
-from .sdk import Proctor
+from .._errors import ReviewPending
+from ..sdk import Proctor
+from .gate import _database, _percentiles
 
 POLICY = """
 policy: bench-review

@@ -13,10 +13,11 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from ._errors import Denied, Rejected
-from .audit.verify import verify
-from .demo.agent import SupportAgent, Tally, load_tickets, train
-from .sdk import Proctor
+from .._errors import Denied, Rejected
+from .._extras import require
+from ..audit.verify import verify
+from ..demo.agent import SupportAgent, Tally, load_tickets, train
+from ..sdk import Proctor
 
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 120)
 
@@ -111,10 +112,11 @@ def demo(workspace: Path, no_serve: bool, host: str, port: int) -> None:
     run_workload(url)
     if no_serve:
         return
+    require("server")
     import uvicorn
 
-    from .server.app import create_app
-    from .server.auth import create_token
+    from ..server.app import create_app
+    from ..server.auth import create_token
 
     with Proctor(url) as px:
         _, admin = create_token(px.store, role="admin", name="admin", created_by="proctor demo")

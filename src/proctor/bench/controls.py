@@ -9,9 +9,9 @@ import time
 from array import array
 from typing import Any
 
-from . import controls
-from .bench import _database, _percentiles
-from .sdk import Proctor
+from .. import controls
+from ..sdk import Proctor
+from .gate import _database, _percentiles
 
 POLICY = """
 policy: bench-kill

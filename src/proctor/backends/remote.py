@@ -16,7 +16,8 @@ from typing import Any
 import httpx
 import orjson
 
-from ._errors import (
+from .._canonical import canonical
+from .._errors import (
     InvalidRequest,
     NotFound,
     PolicyError,
@@ -24,14 +25,13 @@ from ._errors import (
     TooManyRequests,
     error_for_status,
 )
-from ._values import omitted, problem, storable_json, text
-from .audit.chain import canonical
-from .backend import _NOT_GIVEN, item_from_wire, verdict_from_wire, verdict_to_wire
-from .gate import INVALID_INPUT, SERVER_UNREACHABLE, Verdict, admitted, error_type
-from .policy import Action, CompiledPolicy, compile_policy
-from .policy.evaluate import refuse
-from .review.items import ReviewItem
-from .runs import Run
+from .._values import omitted, problem, storable_json, text
+from ..gate import INVALID_INPUT, SERVER_UNREACHABLE, Verdict, admitted, error_type
+from ..policy import Action, CompiledPolicy, compile_policy
+from ..policy.evaluate import refuse
+from ..review.items import ReviewItem
+from ..runstate import RunState
+from . import _NOT_GIVEN, item_from_wire, verdict_from_wire, verdict_to_wire
 
 LONG_POLL = 25.0
 _ITEM_FIELDS = frozenset(ReviewItem.__dataclass_fields__)
@@ -47,7 +47,7 @@ class ServerUnreachable(StoreError):
     """The Proctor server did not answer in time."""
 
 
-def _run_wire(run: Run | None) -> dict[str, Any] | None:
+def _run_wire(run: RunState | None) -> dict[str, Any] | None:
     if run is None:
         return None
     invalid = problem(run.context, "context")
@@ -63,7 +63,10 @@ def _run_wire(run: Run | None) -> dict[str, Any] | None:
 
 
 def _action_wire(
-    action: Action, run: Run | None, params: dict[str, Any] | None = None, key: str | None = None
+    action: Action,
+    run: RunState | None,
+    params: dict[str, Any] | None = None,
+    key: str | None = None,
 ) -> dict[str, Any]:
     return {
         "agent": action.agent,
@@ -144,7 +147,9 @@ class RemoteBackend:
 
     # -- the agent's side --------------------------------------------------------------
 
-    def decide(self, action: Action, run: Run | None, params: dict[str, Any] | None) -> Verdict:
+    def decide(
+        self, action: Action, run: RunState | None, params: dict[str, Any] | None
+    ) -> Verdict:
         safe, invalid = admitted(action)
         if invalid is not None:  # refused here, as the embedded gate would; and recorded
             try:
@@ -168,7 +173,7 @@ class RemoteBackend:
         self,
         verdict: Verdict,
         action: Action,
-        run: Run | None,
+        run: RunState | None,
         *,
         error: BaseException | None,
         duration: float,
@@ -196,7 +201,9 @@ class RemoteBackend:
             run.remember(action.tool, "error" if error is not None else "ok", verdict.id)
         return str(opened) if opened else None
 
-    def record_refusal(self, action: Action, run: Run | None, reason: str, rule_id: str) -> Verdict:
+    def record_refusal(
+        self, action: Action, run: RunState | None, reason: str, rule_id: str
+    ) -> Verdict:
         action, _ = admitted(action)
         body = {"action": _action_wire(action, run), "reason": reason, "rule_id": rule_id}
         return verdict_from_wire(self._call("POST", "/api/v1/refusals", body))
@@ -205,7 +212,7 @@ class RemoteBackend:
         self,
         agent: str,
         offered: list[tuple[Action, dict[str, Any]]],
-        run: Run | None,
+        run: RunState | None,
         queue: str | None,
         reason: str,
     ) -> Verdict:
@@ -233,7 +240,7 @@ class RemoteBackend:
             run.started = True
         return verdict
 
-    def end_run(self, run: Run, error: BaseException | None) -> None:
+    def end_run(self, run: RunState, error: BaseException | None) -> None:
         body = {"run": _run_wire(run), "error_type": error_type(error) if error else None}
         self._call("POST", f"/api/v1/runs/{run.id}/end", body)
 

@@ -1,4 +1,5 @@
-"""``proctor alerts`` and ``proctor problems``: what is wrong, and who has been told."""
+"""``proctor alerts``, ``problems`` and ``kpi``: what is wrong, who has been told, how the
+work goes."""
 
 from __future__ import annotations
 
@@ -7,18 +8,16 @@ import time
 
 import click
 import orjson
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ._cli_options import database_option
-from ._errors import InvalidRequest
-from .sdk import Proctor
-from .telemetry import alerts as alerting
-from .telemetry import notifications
-from .telemetry.problems import rank
+from .._errors import InvalidRequest
+from ..sdk import Proctor
+from ..telemetry import alerts as alerting
+from ..telemetry import notifications
+from ..telemetry.problems import rank
+from ._common import database_option, out, parse_since
 
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 _COLOUR = {"critical": "red", "warning": "yellow", "info": "cyan"}
 
 
@@ -135,7 +134,7 @@ def test(target: str, database: str | None) -> None:
 def problems(window: str, as_json: bool, database: str | None) -> None:
     """Open problems, most pressing first: failing tools, breaching queues, deny and cost
     spikes, firing alerts, actions in doubt."""
-    from .policy.schema import parse_duration
+    from ..policy.schema import parse_duration
 
     try:
         seconds = parse_duration(window)
@@ -160,4 +159,36 @@ def problems(window: str, as_json: bool, database: str | None) -> None:
             str(p["frequency"]),
             _ago(p["last_seen"]),
         )
+    out.print(table)
+
+
+@click.command("kpi")
+@click.option("--agent", help="Only this agent.")
+@click.option("--tool", help="Only this tool.")
+@click.option("--since", help="Only after this (30m, 2h, 7d or an ISO time).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@database_option
+def kpi(
+    agent: str | None, tool: str | None, since: str | None, as_json: bool, database: str | None
+) -> None:
+    """Workflow KPIs: completion, latency, retries, failures, escalation, cost, SLA."""
+    import orjson
+
+    from ..telemetry.kpi import compute
+
+    with Proctor(database) as px:
+        result = compute(px.store, agent=agent, tool=tool, since=parse_since(since))
+    if as_json:
+        click.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+        return
+    table = Table(
+        title=f"KPIs{' for ' + agent if agent else ''}{' of ' + tool if tool else ''}"
+        f"{' since ' + since if since else ''}"
+    )
+    table.add_column("kpi")
+    table.add_column("value")
+    for key, value in result.items():
+        if key not in ("agent", "tool", "since"):
+            shown = value if isinstance(value, str) else orjson.dumps(value).decode()
+            table.add_row(key.replace("_", " "), shown)
     out.print(table)

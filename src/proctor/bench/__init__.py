@@ -1,0 +1,130 @@
+"""``proctor bench``: reproducible measurements that print JSON. Budgets live in DESIGN.md.
+
+Each command imports its benchmark when it runs, so ``proctor --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+import orjson
+
+
+@click.group()
+def bench() -> None:
+    """Benchmarks that print one JSON object."""
+
+
+rules_option = click.option(
+    "--rules",
+    type=click.IntRange(1, 10_000),
+    default=50,
+    show_default=True,
+    help="Rules in the synthetic policy.",
+)
+json_flag = click.option("--json", "as_json", is_flag=True, help="Print JSON (the only format).")
+
+
+def _print_json(data: dict[str, Any]) -> None:
+    click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+
+
+@bench.command("gate")
+@rules_option
+@click.option("--database", "-d", default=None, help="Database URL (default: a fresh SQLite file).")
+@click.option("-n", "count", type=click.IntRange(min=100), default=20_000, show_default=True)
+@json_flag
+@click.option(
+    "--trace",
+    is_flag=True,
+    help="Tool calls with tracing off vs on and exporting over OTLP (SQLite).",
+)
+def bench_gate(rules: int, database: str | None, count: int, as_json: bool, trace: bool) -> None:
+    """Gate decisions: evaluate + durable hash-chained record."""
+    if trace:
+        from .gate import bench_trace
+
+        _print_json(bench_trace(rules=rules, n=count))
+        return
+    from .gate import bench_gate as run
+
+    _print_json(run(rules=rules, database=database, n=count))
+
+
+@bench.command("policy")
+@rules_option
+@click.option("-n", "count", type=click.IntRange(min=100), default=50_000, show_default=True)
+@json_flag
+def bench_policy(rules: int, count: int, as_json: bool) -> None:
+    """Policy evaluation alone."""
+    from .gate import bench_policy as run
+
+    _print_json(run(rules=rules, n=count))
+
+
+@bench.command("verify")
+@click.option("--records", type=click.IntRange(min=1000), default=200_000, show_default=True)
+@click.option("--database", "-d", default=None, help="Database URL (default: a fresh SQLite file).")
+@json_flag
+def bench_verify(records: int, database: str | None, as_json: bool) -> None:
+    """`audit verify` throughput over a log of synthetic decisions."""
+    from .gate import bench_verify as run
+
+    _print_json(run(records=records, database=database))
+
+
+@bench.command("review")
+@click.option("--database", "-d", default=None, help="Database URL (default: a fresh SQLite file).")
+@click.option(
+    "--rounds",
+    type=click.IntRange(min=10),
+    default=200,
+    show_default=True,
+    help="Approvals timed from the reviewer's return to the agent's tool body.",
+)
+@click.option(
+    "--items",
+    type=click.IntRange(min=10),
+    default=1000,
+    show_default=True,
+    help="Items decided at each reviewer concurrency (1, 4, 16).",
+)
+@json_flag
+def bench_review(database: str | None, rounds: int, items: int, as_json: bool) -> None:
+    """Wake-up latency across processes and reviewer decisions per second."""
+    from .review import bench_review as run
+
+    _print_json(run(database=database, rounds=rounds, items=items))
+
+
+@bench.command("server")
+@click.option("--database", "-d", default=None, help="Database URL (default: a fresh SQLite file).")
+@click.option(
+    "--seconds",
+    type=click.FloatRange(min=0.5),
+    default=5.0,
+    show_default=True,
+    help="How long each concurrency level (1, 8, 32 clients) runs.",
+)
+@rules_option
+@json_flag
+def bench_server(database: str | None, seconds: float, rules: int, as_json: bool) -> None:
+    """Decisions per second and latency over HTTP on loopback."""
+    from .._extras import require
+
+    require("server")
+    from .server import bench_server as run
+
+    _print_json(run(database=database, seconds=seconds, rules=rules))
+
+
+@bench.command("kill")
+@click.option("--database", "-d", default=None, help="Database URL (default: a fresh SQLite file).")
+@click.option("--rounds", type=click.IntRange(min=5), default=100, show_default=True)
+@json_flag
+def bench_kill(database: str | None, rounds: int, as_json: bool) -> None:
+    """Kill-switch propagation to another process (kill acknowledged -> first deny)."""
+    from .controls import bench_kill as run
+
+    _print_json(run(database=database, rounds=rounds))
