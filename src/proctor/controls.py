@@ -7,9 +7,9 @@ applies a kill from its very next decision, without polling anything.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
+from . import _clock
 from ._errors import InvalidRequest
 from .store import Store, WriteTx
 
@@ -44,7 +44,7 @@ def load(tx: WriteTx) -> Controls:
 
 def _upsert(tx: WriteTx, agent: str, by: str | None, **fields: object) -> None:
     exists = tx.sql("SELECT 1 FROM proctor_controls WHERE agent = ?", (agent,)).fetchone()
-    now = time.time()
+    now = _clock.now()
     if exists:
         cols = ", ".join(f"{k} = ?" for k in fields)
         tx.sql(

@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
+from . import _clock
 from ._canonical import canonical
 from ._errors import PolicyError, StoreError
 from ._masking import mask
@@ -504,7 +504,7 @@ class Gate:
         """A durable review item holding what a reviewer needs to decide without redoing
         the agent's work: arguments, context, the run so far, the rule and its reason."""
         item_id = os.urandom(12).hex()
-        now = time.time()
+        now = _clock.now()
         q = policy.queues.get(queue) if policy is not None else None
         impact = action.context.get("impact")
         meta = {**(params or {}), "reversible": action.reversible, "reads": list(action.reads)}

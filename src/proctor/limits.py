@@ -8,9 +8,9 @@ Windows are fixed (this minute, this hour, this UTC day); ``per_run`` counts one
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
+from . import _clock
 from .policy import Action, CompiledPolicy, Decision
 from .policy.schema import Limit
 from .store import WriteTx
@@ -38,7 +38,7 @@ def check_and_count(
     found = _limits_for(policy, action)
     if not found:
         return decision
-    now = time.time()
+    now = _clock.now()
     cost = action.context.get("cost", 0.0)
     cost = float(cost) if isinstance(cost, int | float) and not isinstance(cost, bool) else 0.0
     planned: list[tuple[str, float, float]] = []  # (key, window start, new value)

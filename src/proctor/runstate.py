@@ -7,10 +7,11 @@ only need the state.
 from __future__ import annotations
 
 import os
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
+
+from . import _clock
 
 
 @dataclass
@@ -35,7 +36,7 @@ class RunState:
     def remember(self, tool: str, what: str, decision_id: str | None) -> None:
         """The run so far, as a reviewer sees it: the last few calls and how they went."""
         self.history.append(
-            {"tool": tool, "what": what, "decision_id": decision_id, "at": round(time.time(), 3)}
+            {"tool": tool, "what": what, "decision_id": decision_id, "at": round(_clock.now(), 3)}
         )
 
     def update(self, /, **context: Any) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+from . import _clock
 from ._canonical import canonical
 from ._errors import (
     ConfigError,
@@ -280,7 +281,7 @@ def _hold(px: Proctor, spec: ToolSpec, action: Action, run: Run | None) -> None:
 
 def _seconds_left(px: Proctor, item_id: str) -> float:
     item = px.backend.item(item_id)
-    return max(0.0, (item.expires_at or time.time() + 3600) - time.time())
+    return max(0.0, (item.expires_at or _clock.now() + 3600) - _clock.now())
 
 
 # -- waiting for the human -----------------------------------------------------------------
@@ -297,11 +298,11 @@ def answer(px: Proctor, spec: ToolSpec, verdict: Verdict, run: Run | None) -> Re
     give_up = time.monotonic() + spec.wait if spec.wait is not None else None
     while True:
         item = px.backend.item(item_id)
-        expires = item.expires_at if item.expires_at is not None else time.time() + 3600
-        until_expiry = expires - time.time()
+        expires = item.expires_at if item.expires_at is not None else _clock.now() + 3600
+        until_expiry = expires - _clock.now()
         budget = until_expiry if give_up is None else min(until_expiry, give_up - time.monotonic())
         status = px.backend.wait_while(item_id, ("pending",), max(budget, 0.0))
-        if status == "pending" and time.time() >= expires:
+        if status == "pending" and _clock.now() >= expires:
             px.backend.sweep_item(item_id)  # expire, or escalate to the next queue
             status = px.backend.status(item_id)
             if status == "pending" and (give_up is None or time.monotonic() < give_up):

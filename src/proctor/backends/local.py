@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from typing import Any
 
+from .. import _clock
 from .._errors import PolicyError
 from ..gate import Gate, Verdict
 from ..policy import Action, CompiledPolicy, compile_policy, run_tests
@@ -139,7 +139,7 @@ class LocalBackend:
                     "INSERT INTO proctor_policies"
                     " (version, name, text, created_at, author, message)"
                     " VALUES (?, ?, ?, ?, ?, ?)",
-                    (policy.version, policy.name, text, time.time(), author, message),
+                    (policy.version, policy.name, text, _clock.now(), author, message),
                 )
             tx.append(
                 "policy.apply",

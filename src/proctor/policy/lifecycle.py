@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
+from .. import _clock
 from .._errors import InvalidRequest, NotFound, PolicyError
 from ..store import Store
 from ..store.tables import audit_log, policies, state
@@ -313,7 +314,6 @@ def apply_shadow(
     store: Store, policy: CompiledPolicy, text: str, author: str | None, message: str | None
 ) -> None:
     """Evaluate ``policy`` beside the active one on live traffic, without enforcing it."""
-    import time
 
     with store.write() as tx:
         if tx.policy_version == policy.version:
@@ -324,7 +324,7 @@ def apply_shadow(
             tx.sql(
                 "INSERT INTO proctor_policies (version, name, text, created_at, author, message)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                (policy.version, policy.name, text, time.time(), author, message),
+                (policy.version, policy.name, text, _clock.now(), author, message),
             )
         tx.append(
             "policy.shadow",

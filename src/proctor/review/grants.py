@@ -19,10 +19,10 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-import time
 from dataclasses import dataclass
 from typing import Any
 
+from .. import _clock
 from .._canonical import canonical
 from .._errors import Conflict, Forbidden
 from .._values import storable_json
@@ -127,7 +127,7 @@ class Grants:
         with self.store.write() as tx:
             item = load(tx, item_id)
             status = item["status"]
-            now = time.time()
+            now = _clock.now()
             if status == "executing":
                 if item["claim_token"] == digest:
                     self._renew(tx, item_id, digest, now)
@@ -176,7 +176,7 @@ class Grants:
         """Extend the lease of a claim this token holds; False when it is no longer held
         (its lease ran out and the item went in doubt, or a human settled it)."""
         with self.store.write() as tx:
-            return self._renew(tx, item_id, token_hash(token), time.time())
+            return self._renew(tx, item_id, token_hash(token), _clock.now())
 
     def _renew(self, tx: WriteTx, item_id: str, digest: str, now: float) -> bool:
         cur = tx.sql(

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
+from .. import _clock
 from .._errors import InvalidRequest, NotFound
 from ..store import Store
 from ..store.tables import review_items
@@ -115,7 +116,7 @@ class ReviewItem:
 
         The order reviewers see: what is riskiest, most overdue and costliest comes first.
         """
-        now = time.time() if now is None else now
+        now = _clock.now() if now is None else now
         pressure = 0.0
         if self.sla_due is not None and self.status == "pending":
             total = max(self.sla_due - self.created_at, 1e-9)
@@ -155,7 +156,7 @@ def list_items(
     query = query.order_by(review_items.c.created_at).limit(limit)
     with store.read() as conn:
         items = [ReviewItem.from_row(r) for r in conn.execute(query)]
-    now = time.time()
+    now = _clock.now()
     return sorted(items, key=lambda i: (-i.severity(now), i.created_at))
 
 

@@ -6,9 +6,9 @@ the audit chain's lock: two people acting on one item are serialized.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
+from .. import _clock
 from .._errors import NotFound
 from ..store import WriteTx
 
@@ -22,7 +22,7 @@ def load(tx: WriteTx, item_id: str) -> dict[str, Any]:
 
 
 def update(tx: WriteTx, item_id: str, **fields: Any) -> None:
-    fields["updated_at"] = time.time()
+    fields["updated_at"] = _clock.now()
     cols = ", ".join(f"{k} = ?" for k in fields)
     tx.sql(f"UPDATE proctor_review_items SET {cols} WHERE id = ?", (*fields.values(), item_id))
 

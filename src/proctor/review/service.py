@@ -13,11 +13,11 @@ outcomes of approved items live in ``grants``.
 from __future__ import annotations
 
 import hashlib
-import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from .. import _clock
 from .._canonical import canonical
 from .._errors import Conflict, Forbidden, InvalidRequest
 from .._settings import setting
@@ -71,7 +71,7 @@ class ReviewService:
         digest = (
             hashlib.sha256(canonical(final_args)).hexdigest() if final_args is not None else None
         )
-        now = time.time()
+        now = _clock.now()
         self._update(
             tx,
             item["id"],
@@ -173,7 +173,7 @@ class ReviewService:
         tx.sql(
             "INSERT INTO proctor_review_votes (item_id, reviewer, vote, note, at)"
             " VALUES (?, ?, ?, ?, ?)",
-            (item["id"], by, vote, note, time.time()),
+            (item["id"], by, vote, note, _clock.now()),
         )
         row = tx.sql(
             "SELECT COUNT(*) FROM proctor_review_votes WHERE item_id = ? AND vote = ?",
@@ -188,7 +188,7 @@ class ReviewService:
             item = load(tx, item_id)
             self._open_for_decision(item, by, allow_in_doubt=True)
             self._update(
-                tx, item_id, status="rejected", decided_by=by, decided_at=time.time(), note=reason
+                tx, item_id, status="rejected", decided_by=by, decided_at=_clock.now(), note=reason
             )
             self._log(tx, "review.reject", item, by=by, reason=reason)
 
@@ -244,7 +244,7 @@ class ReviewService:
         if to == item["queue"]:
             raise InvalidRequest(f"item {item['id']} is already in queue '{to}'")
         q = queues[to]
-        now = time.time()
+        now = _clock.now()
         assert policy is not None
         timeout = q.review_timeout or policy.document.defaults.review_timeout
         self._update(
@@ -284,7 +284,7 @@ class ReviewService:
     def sweep(self, now: float | None = None, item_id: str | None = None) -> list[str]:
         """Expire or escalate items past their review timeout; move runs whose lease lapsed
         to in_doubt; tell and escalate past their SLA."""
-        now = time.time() if now is None else now
+        now = _clock.now() if now is None else now
         changed: list[str] = []
         with self.store.write() as tx:
             where = "status = 'pending' AND expires_at IS NOT NULL AND expires_at <= ?"

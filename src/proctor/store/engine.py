@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
+from .. import _clock
 from .._canonical import canonical
 from .._errors import ConfigError, StoreError
 from .._extras import missing
@@ -118,7 +118,7 @@ class WriteTx:
     ) -> Appended:
         seq = self.head_seq + 1
         rid = record_id or os.urandom(16).hex()
-        now = time.time()
+        now = _clock.now()
         record = {
             "v": FORMAT,
             "seq": seq,
@@ -166,13 +166,13 @@ class WriteTx:
                     self.policy_version,
                     self.controls_epoch,
                     self.shadow_version,
-                    time.time(),
+                    _clock.now(),
                 ),
             )
         elif self._dirty:  # the hot path: a decision moves only the head
             self.sql(
                 "UPDATE proctor_state SET head_seq = ?, head_hash = ?, updated_at = ? WHERE id = 1",
-                (self.head_seq, self.head_hash, time.time()),
+                (self.head_seq, self.head_hash, _clock.now()),
             )
 
 

@@ -12,12 +12,12 @@ firing is resolved. Checks run in the server's background loop and in
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
+from .. import _clock
 from ..policy import CompiledPolicy, compile_policy
 from ..policy.lifecycle import active_source
 from ..policy.schema import Alert
@@ -142,7 +142,7 @@ class AlertMonitor:
         return value_of(alert.metric, k)
 
     def check(self, now: float | None = None) -> list[Transition]:
-        now = time.time() if now is None else now
+        now = _clock.now() if now is None else now
         policy = self.active_policy()
         rules = list(policy.document.alerts) if policy is not None else []
         cache: dict[Any, dict[str, Any]] = {}

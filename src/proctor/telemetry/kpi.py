@@ -23,13 +23,13 @@ Definitions (all over the records in the window):
 
 from __future__ import annotations
 
-import time
 from collections import Counter, defaultdict
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
 
+from .. import _clock
 from ..store import Store
 from ..store.tables import audit_log, review_items
 
@@ -81,7 +81,7 @@ def compute(
 ) -> dict[str, Any]:
     """The KPIs of one agent (or all) and one tool (or all; run-level KPIs then count the
     runs that called it) over the records since ``since``."""
-    now = time.time() if now is None else now
+    now = _clock.now() if now is None else now
     query = sa.select(audit_log.c.record).where(audit_log.c.kind.in_(KINDS))
     if agent:
         query = query.where(audit_log.c.agent == agent)

@@ -28,6 +28,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from .. import _clock
 from .._extras import missing
 from ..store import Store, WriteTx
 from ..store.tables import notifications
@@ -82,7 +83,7 @@ def enqueue(
 ) -> int:
     """Queue one message for every URL of every named target, inside the caller's
     transaction; returns how many rows were written."""
-    now = time.time()
+    now = _clock.now()
     count = 0
     for name in dict.fromkeys(names):
         for url in targets.get(name, []):
@@ -142,7 +143,7 @@ def deliver_due(
     store: Store, *, now: float | None = None, limit: int = 50, send: Sender = send_apprise
 ) -> Delivery:
     """Send what is due (leasing it first), then record each result."""
-    now = time.time() if now is None else now
+    now = _clock.now() if now is None else now
     started = time.monotonic()
     if send is send_apprise and importlib.util.find_spec("apprise") is None:
         _warn_once("notifications wait in the outbox: pip install 'proctor[notify]' to send them")

@@ -15,7 +15,6 @@ Ranking: severity first (critical, warning, info), then frequency (log scale) an
 from __future__ import annotations
 
 import math
-import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
+from .. import _clock
 from ..store import Store
 from ..store.tables import audit_log, review_items
 from .alerts import states as alert_states
@@ -72,7 +72,7 @@ def rank(
     recent: float = RECENT_SECONDS,
 ) -> list[dict[str, Any]]:
     """Open problems over ``window`` seconds, spikes judged on the last ``recent``."""
-    now = time.time() if now is None else now
+    now = _clock.now() if now is None else now
     since, recent_start = now - window, now - recent
     with store.read() as conn:
         rows = conn.execute(
