@@ -221,6 +221,27 @@ class Gate:
         )
         return Verdict(decision, rec.id, rec.seq, item_id, timeout, on_timeout)
 
+    def judge(self, tx: WriteTx, action: Action) -> Decision:
+        """The decision a new action would get now, recorded nowhere and counting toward no
+        limit: a reviewer's edit or choice is judged like one."""
+        stopped = self.controls_for(tx).kill_reason(action.agent)
+        if stopped is not None:
+            return refuse(
+                f"agent '{action.agent}' is stopped by the kill switch: {stopped}",
+                KILL_SWITCH,
+                tx.policy_version,
+            )
+        action, invalid = admitted(action)
+        if invalid is not None:
+            return refuse(invalid, INVALID_INPUT, tx.policy_version)
+        try:
+            policy = self.policy_for(tx)
+        except PolicyError as exc:
+            return refuse(f"the active policy cannot be used: {exc}", NO_POLICY, tx.policy_version)
+        if policy is None:
+            return refuse("no policy has been applied; everything is denied", NO_POLICY, None)
+        return evaluate(policy, action, self.controls_for(tx).stages.get(action.agent))
+
     def _usable_policy(self, tx: WriteTx) -> CompiledPolicy | None:
         try:
             return self.policy_for(tx)

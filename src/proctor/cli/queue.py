@@ -188,9 +188,16 @@ def queue_edit(
 ) -> None:
     """Approve with changed arguments (checked against the tool and the policy)."""
     with Proctor(database) as px:
+        before = px.reviews.get(item_id)
         item = px.reviews.edit(item_id, by=by, args=_parse_sets(sets), note=note)
-    for name, (before, after) in item.diff().items():
-        out.print(f"{name}: {before!r} -> {after!r}")
+    for name, (old, new) in item.diff().items():
+        out.print(f"{name}: {old!r} -> {new!r}")
+    if item.status == "pending" and (item.queue, item.rule_ids) != (before.queue, before.rule_ids):
+        out.print(
+            f"{item.id}: the edited action needs a decision in queue '{item.queue}'"
+            f" ({item.reason}); it moved there and your approval was not counted"
+        )
+        return
     out.print(f"{item.id}: {item.status}")
 
 

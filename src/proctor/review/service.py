@@ -21,7 +21,7 @@ from .. import _clock
 from .._canonical import canonical
 from .._errors import Conflict, Forbidden, InvalidRequest
 from .._settings import setting
-from ..policy import Action, CompiledPolicy, evaluate
+from ..policy import Action, CompiledPolicy, Decision
 from ..store import WriteTx
 from ..telemetry.notifications import enqueue
 from .grants import DEFAULT_LEASE_SECONDS, Claim, Grants
@@ -88,13 +88,10 @@ class ReviewService:
             **extra,
         )
 
-    def _reevaluate(
+    def _judge(
         self, tx: WriteTx, item: dict[str, Any], tool: str, args: dict[str, Any], what: str
-    ) -> str | None:
-        """An edit or a choice can never approve what the policy denies."""
-        policy = self._policy(tx)
-        if policy is None:
-            raise Forbidden(f"no policy is active: the {what} cannot be checked, so it is refused")
+    ) -> Decision:
+        """Judge an edit or a choice like a new action; the policy's deny is final."""
         meta = _json(item["params"]) or {}
         action = Action(
             item["agent"],
@@ -104,10 +101,10 @@ class ReviewService:
             bool(meta.get("reversible", True)),
             tuple(meta.get("reads", ())),
         )
-        decision = evaluate(policy, action)
+        decision = self.gate.judge(tx, action)
         if decision.decision == "deny":
             raise Forbidden(f"the policy denies the {what}: {decision.reason}")
-        return policy.version
+        return decision
 
     # -- reviewer decisions ------------------------------------------------------------
 
@@ -195,7 +192,12 @@ class ReviewService:
     def edit(
         self, item_id: str, by: str, args: dict[str, Any], note: str | None = None
     ) -> dict[str, Any]:
-        """Approve with changed arguments; returns the diff ``{name: [old, new]}``."""
+        """Approve with changed arguments; returns the diff ``{name: [old, new]}``.
+
+        The edited action is judged like a new one: a deny refuses the edit; a review the
+        policy routes elsewhere moves the item there, unapproved; otherwise the edit is
+        this reviewer's approval.
+        """
         with self.store.write() as tx:
             item = load(tx, item_id)
             self._open_for_decision(item, by)
@@ -208,11 +210,13 @@ class ReviewService:
             diff = {k: [base.get(k), v] for k, v in args.items() if base.get(k) != v}
             if not diff:
                 raise InvalidRequest("the edit changes nothing; approve the item instead")
-            version = self._reevaluate(tx, item, item["tool"], merged, "edited action")
+            decision = self._judge(tx, item, item["tool"], merged, "edited action")
             edits = {**(_json(item["edited_args"]) or {}), **args}
+            fields: dict[str, Any] = {"edited_args": canonical(edits).decode()}
+            if self._reroute(tx, item, decision, by, note, diff, fields):
+                return diff
             votes = self._vote(tx, item, by, "approve", note)
             final = {**(_json(item["exec_args"]) or {}), **edits} if item["exec_args"] else None
-            fields: dict[str, Any] = {"edited_args": canonical(edits).decode()}
             if votes >= item["quorum"]:
                 self._grant(tx, item, by, final, note=note, **fields)
             else:
@@ -224,10 +228,77 @@ class ReviewService:
                 by=by,
                 note=note,
                 diff=diff,
-                policy_version=version,
+                policy_version=decision.policy_version,
                 granted=votes >= item["quorum"],
             )
             return diff
+
+    def _reroute(
+        self,
+        tx: WriteTx,
+        item: dict[str, Any],
+        decision: Decision,
+        by: str,
+        note: str | None,
+        diff: dict[str, Any],
+        fields: dict[str, Any],
+    ) -> bool:
+        """An edited action the policy would send to review elsewhere (another queue, a
+        stricter quorum, other rules) goes there as a new decision would: the edit is
+        recorded, the item moves, and no approval given so far counts. True if it moved."""
+        if decision.decision != "review":
+            return False
+        policy = self._policy(tx)
+        assert policy is not None  # judged under it a moment ago
+        target = decision.queue or "default"
+        q = policy.queues.get(target)
+        quorum = q.quorum if q is not None else 1
+        same_rules = set(decision.rule_ids) == set(_json(item["rule_ids"]) or [])
+        if target == item["queue"] and same_rules and quorum <= item["quorum"]:
+            return False
+        now = _clock.now()
+        timeout = (
+            q.review_timeout if q is not None and q.review_timeout else None
+        ) or policy.document.defaults.review_timeout
+        tx.sql("DELETE FROM proctor_review_votes WHERE item_id = ?", (item["id"],))
+        self._update(
+            tx,
+            item["id"],
+            queue=target,
+            escalated_from=item["queue"] if target != item["queue"] else item["escalated_from"],
+            rule_ids=orjson.dumps(list(decision.rule_ids)).decode(),
+            reason=decision.reason,
+            risk=decision.risk,
+            policy_version=decision.policy_version,
+            quorum=quorum,
+            sla_due=now + q.sla if q is not None and q.sla else None,
+            expires_at=now + timeout,
+            note=note,
+            **fields,
+        )
+        self._log(
+            tx,
+            "review.edit",
+            item,
+            by=by,
+            note=note,
+            diff=diff,
+            policy_version=decision.policy_version,
+            granted=False,
+            rerouted_to=target,
+            rules=list(decision.rule_ids),
+        )
+        if target != item["queue"]:
+            self._log(
+                tx,
+                "review.escalate",
+                item,
+                by=by,
+                to=target,
+                note=f"the edited action needs a decision in '{target}': {decision.reason}",
+                by_edit=True,
+            )
+        return True
 
     def escalate(self, item_id: str, by: str, to: str, note: str | None = None) -> None:
         with self.store.write() as tx:
@@ -273,7 +344,7 @@ class ReviewService:
             ):
                 raise InvalidRequest(f"option must be a number from 0 to {len(options) - 1}")
             picked = options[option]
-            self._reevaluate(tx, item, picked["tool"], picked["args"], "chosen option")
+            self._judge(tx, item, picked["tool"], picked["args"], "chosen option")
             self._grant(tx, item, by, picked.get("exec_args"), chosen=option, note=note)
             self._log(
                 tx, "review.choose", item, by=by, option=option, tool=picked["tool"], note=note
