@@ -9,10 +9,17 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from sqlalchemy.engine import make_url
 
 from proctor import Proctor
 
-PG_URL = os.environ.get("PROCTOR_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+# A PostgreSQL server others may share: each test run makes a database of its own there
+# (dropped at the end), and each test a schema of its own in it.
+SERVER_URL = os.environ.get(
+    "PROCTOR_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+RUN_DATABASE = f"proctor_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+PG_URL = make_url(SERVER_URL).set(database=RUN_DATABASE).render_as_string(hide_password=False)
 EXAMPLE = (
     Path(__file__).resolve().parent.parent / "src" / "proctor" / "examples" / "support-desk.yaml"
 )
@@ -20,7 +27,7 @@ EXAMPLE = (
 
 def _pg_available() -> str | None:
     try:
-        with psycopg.connect(PG_URL, connect_timeout=3) as conn:
+        with psycopg.connect(SERVER_URL, connect_timeout=3) as conn:
             conn.execute("SELECT 1")
     except psycopg.OperationalError as exc:
         return str(exc)
@@ -35,19 +42,31 @@ def pg_schema_url(schema: str) -> str:
     return f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """This run's own database on the shared server, created once and dropped at the end."""
     if _PG_PROBLEM is not None:
         if os.environ.get("CI") == "true":
             pytest.fail(f"PostgreSQL is required in CI but unreachable: {_PG_PROBLEM}")
         pytest.skip(f"PostgreSQL unreachable: {_PG_PROBLEM}")
+    with psycopg.connect(SERVER_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{RUN_DATABASE}"')
+    try:
+        yield PG_URL
+    finally:
+        with psycopg.connect(SERVER_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{RUN_DATABASE}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_url(pg_database: str) -> Iterator[str]:
     schema = "t_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
+    with psycopg.connect(pg_database, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
     try:
         yield pg_schema_url(schema)
     finally:
-        with psycopg.connect(PG_URL, autocommit=True) as conn:
+        with psycopg.connect(pg_database, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from sqlalchemy.engine import make_url
 from tests.asgi_client import AppClient
-from tests.conftest import PG_URL, pg_schema_url
+from tests.conftest import SERVER_URL
 
 from proctor import Denied, Proctor, StoreError
 from proctor.server.app import create_app
@@ -86,7 +87,7 @@ def pg_named(pg_url: str) -> str:
 
 
 def _backends(name: str) -> int:
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
+    with psycopg.connect(SERVER_URL, autocommit=True) as conn:
         row = conn.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (name,)
         ).fetchone()
@@ -125,19 +126,18 @@ def test_postgresql_connections_stay_bounded_over_many_short_threads(
 
 
 @pytest.fixture
-def limited_role(pg_url: str) -> Iterator[str]:
+def limited_role(pg_database: str) -> Iterator[str]:
     """A login role allowed two connections, owning a schema of its own."""
     role = "px_limited_" + uuid.uuid4().hex[:8]
     schema = "s_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
+    with psycopg.connect(pg_database, autocommit=True) as conn:
         conn.execute(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 2")
         conn.execute(f"CREATE SCHEMA {schema} AUTHORIZATION {role}")
-    base = PG_URL.replace("://postgres@", f"://{role}@")
-    url = pg_schema_url(schema).replace(PG_URL, base)
+    url = make_url(pg_database).set(username=role).render_as_string(hide_password=False)
     try:
-        yield url
+        yield f"{url}?options=-csearch_path%3D{schema}"
     finally:
-        with psycopg.connect(PG_URL, autocommit=True) as conn:
+        with psycopg.connect(pg_database, autocommit=True) as conn:
             conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
                 (role,),
