@@ -12,7 +12,7 @@ from .._errors import InvalidRequest, PolicyError
 from ..policy import CompiledPolicy, compile_policy, run_tests
 from ..policy import lifecycle as lc
 from ..sdk import Proctor, read_policy_source
-from ._common import database_option, out, parse_since
+from ._common import database_option, err, out, parse_since
 
 
 @click.group()
@@ -213,12 +213,19 @@ def policy_replay(file: Path, since: str | None, database: str | None) -> None:
 
 
 @policy.command("init")
-@click.option("--oversight", type=click.Choice(["high", "moderate", "light"]), required=True)
+@click.option(
+    "--oversight",
+    type=click.Choice(["high", "moderate", "light"]),
+    help="How closely people watch the agent (default: moderate).",
+)
 @click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False))
-def policy_init(oversight: str, output: Path | None) -> None:
+def policy_init(oversight: str | None, output: Path | None) -> None:
     """Write a commented starter policy for an oversight level."""
     from ..policy.starters import starter
 
+    if oversight is None:  # said on stderr, so the policy on stdout stays clean YAML
+        oversight = "moderate"
+        err.print("no --oversight given: writing a moderate-oversight starter")
     text = starter(oversight)
     policy = compile_policy(text, "starter")
     assert all(r.passed for r in run_tests(policy))

@@ -17,27 +17,11 @@ from pydantic import (
     field_validator,
 )
 
+from .durations import parse_duration as parse_duration  # still importable from here
 from .source import KEY, Located
 
 DecisionName = Literal["allow", "deny", "review"]
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]*$"
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from ``45s``, ``30m``, ``4h``, ``2d`` or a bare number of seconds."""
-    if isinstance(value, bool):
-        raise ValueError("a duration is a number of seconds or a string like '30m' or '4h'")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION.match(value)):
-        seconds = float(m.group(1)) * _UNITS[m.group(2)]
-    else:
-        raise ValueError("a duration is a number of seconds or a string like '30m' or '4h'")
-    if seconds <= 0:
-        raise ValueError("a duration must be greater than zero")
-    return seconds
 
 
 class _Model(BaseModel):
