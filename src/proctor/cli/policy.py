@@ -36,12 +36,24 @@ def _compile(file: Path) -> CompiledPolicy:
 
 @policy.command("check")
 @policy_file
-def policy_check(file: Path) -> None:
-    """Validate a policy: schema, references and CEL. Prints FILE:LINE:COL on error."""
-    p = _compile(file)
+@click.option("--strict", is_flag=True, help="Treat warnings as errors (exit 2).")
+def policy_check(file: Path, strict: bool) -> None:
+    """Validate a policy: schema, references and CEL (errors: FILE:LINE:COL, exit 2),
+    then warn of what loads but cannot work: rules no envelope lets match, comparisons
+    that never hold or always fail (FILE:LINE:COL: warning: ..., on stderr)."""
+    from ..policy.lint import lint
+
+    text, source = read_policy_source(file)
+    p = compile_policy(text, source)
+    findings = lint(p, source)
+    for finding in findings:
+        err.print(finding.located("error" if strict else "warning"), markup=False)
+    if strict and findings:
+        sys.exit(2)
+    warned = f", {len(findings)} warning(s)" if findings else ""
     out.print(
         f"{file}: ok: policy '{p.name}' version {p.version[:12]}, {len(p.rules)} rules, "
-        f"{len(p.agents)} agents, {len(p.queues)} queues"
+        f"{len(p.agents)} agents, {len(p.queues)} queues{warned}"
     )
 
 
