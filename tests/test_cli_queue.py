@@ -85,3 +85,24 @@ def test_bench_review_prints_json(sqlite_url: str) -> None:
     data = json.loads(r.stdout)
     assert data["wakeup_rounds"] == 10 and data["wakeup_p99_ms"] > 0
     assert data["decisions_per_s_16_reviewers"] > 0
+
+
+def test_risk_is_shown_for_people_and_stored_exact(sqlite_url: str) -> None:
+    risky = POLICY.replace("rules:", "risk: '(args.amount > 100.0 ? 0.6 : 0.0) + 0.3'\nrules:")
+    with Proctor(sqlite_url) as px:
+        px.policy.apply(risky)
+
+        @px.tool(agent="bot", wait=0)
+        def refund(order_id: str, amount: float) -> str:
+            return "ok"
+
+        with pytest.raises(ReviewPending) as info:
+            refund("A-1", 250.0)
+        item_id = info.value.item_id
+        assert px.reviews.get(item_id).risk == 0.6 + 0.3 == 0.8999999999999999
+    shown = proctor("queue", "show", item_id, "-d", sqlite_url)
+    listed = proctor("queue", "list", "-d", sqlite_url)
+    assert shown.returncode == listed.returncode == 0
+    assert "risk: 0.90 " in shown.stdout
+    assert "0.90" in listed.stdout
+    assert "0.8999" not in shown.stdout + listed.stdout

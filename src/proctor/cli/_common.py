@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import re
 import sys
 import time
-from datetime import datetime
 
 import click
 import orjson
@@ -30,21 +28,33 @@ database_option = click.option(
 )
 json_flag = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
-_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)$")
-
 
 def parse_since(value: str | None) -> float | None:
-    """``30m``, ``2h``, ``7d`` ago, or an ISO time."""
+    """``--since``: ``30m``, ``2h``, ``7d`` ago (any duration), or an ISO time."""
     if not value:
         return None
-    if m := _RELATIVE.match(value.strip()):
-        return (
-            time.time() - float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
-        )
+    from ..policy import durations  # here, not above: --help must not load the engine
+
     try:
-        return datetime.fromisoformat(value).timestamp()
+        return durations.parse_since(value, time.time())
     except ValueError:
         raise InvalidRequest(f"--since takes 30m, 2h, 7d or an ISO time, not {value!r}") from None
+
+
+def parse_window(value: str, option: str) -> float:
+    """A duration option (``--window 24h``); a bad one is one line naming the option."""
+    from ..policy import durations
+
+    try:
+        return durations.parse_duration(value)
+    except ValueError as exc:
+        raise InvalidRequest(f"{option}: {exc}") from None
+
+
+def risk_text(risk: float | None) -> str:
+    """A risk score for people: two decimals (0.8999999999999999 is 0.90); the stored
+    value keeps every digit."""
+    return "-" if risk is None else f"{risk:.2f}"
 
 
 def print_json(value: object) -> None:

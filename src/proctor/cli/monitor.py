@@ -16,7 +16,7 @@ from ..sdk import Proctor
 from ..telemetry import alerts as alerting
 from ..telemetry import notifications
 from ..telemetry.problems import rank
-from ._common import database_option, out, parse_since
+from ._common import database_option, out, parse_since, parse_window
 
 _COLOUR = {"critical": "red", "warning": "yellow", "info": "cyan"}
 
@@ -134,12 +134,7 @@ def test(target: str, database: str | None) -> None:
 def problems(window: str, as_json: bool, database: str | None) -> None:
     """Open problems, most pressing first: failing tools, breaching queues, deny and cost
     spikes, firing alerts, actions in doubt."""
-    from ..policy.schema import parse_duration
-
-    try:
-        seconds = parse_duration(window)
-    except ValueError as exc:
-        raise InvalidRequest(f"--window: {exc}") from None
+    seconds = parse_window(window, "--window")
     with Proctor(database) as px:
         found = rank(px.store, window=seconds)
     if as_json:

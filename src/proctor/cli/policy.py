@@ -12,7 +12,7 @@ from .._errors import InvalidRequest, PolicyError
 from ..policy import CompiledPolicy, compile_policy, run_tests
 from ..policy import lifecycle as lc
 from ..sdk import Proctor, read_policy_source
-from ._common import database_option, out, parse_since
+from ._common import database_option, err, out, parse_since
 
 
 @click.group()
@@ -36,12 +36,24 @@ def _compile(file: Path) -> CompiledPolicy:
 
 @policy.command("check")
 @policy_file
-def policy_check(file: Path) -> None:
-    """Validate a policy: schema, references and CEL. Prints FILE:LINE:COL on error."""
-    p = _compile(file)
+@click.option("--strict", is_flag=True, help="Treat warnings as errors (exit 2).")
+def policy_check(file: Path, strict: bool) -> None:
+    """Validate a policy: schema, references and CEL (errors: FILE:LINE:COL, exit 2),
+    then warn of what loads but cannot work: rules no envelope lets match, comparisons
+    that never hold or always fail (FILE:LINE:COL: warning: ..., on stderr)."""
+    from ..policy.lint import lint
+
+    text, source = read_policy_source(file)
+    p = compile_policy(text, source)
+    findings = lint(p, source)
+    for finding in findings:
+        err.print(finding.located("error" if strict else "warning"), markup=False)
+    if strict and findings:
+        sys.exit(2)
+    warned = f", {len(findings)} warning(s)" if findings else ""
     out.print(
         f"{file}: ok: policy '{p.name}' version {p.version[:12]}, {len(p.rules)} rules, "
-        f"{len(p.agents)} agents, {len(p.queues)} queues"
+        f"{len(p.agents)} agents, {len(p.queues)} queues{warned}"
     )
 
 
@@ -213,12 +225,19 @@ def policy_replay(file: Path, since: str | None, database: str | None) -> None:
 
 
 @policy.command("init")
-@click.option("--oversight", type=click.Choice(["high", "moderate", "light"]), required=True)
+@click.option(
+    "--oversight",
+    type=click.Choice(["high", "moderate", "light"]),
+    help="How closely people watch the agent (default: moderate).",
+)
 @click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False))
-def policy_init(oversight: str, output: Path | None) -> None:
+def policy_init(oversight: str | None, output: Path | None) -> None:
     """Write a commented starter policy for an oversight level."""
     from ..policy.starters import starter
 
+    if oversight is None:  # said on stderr, so the policy on stdout stays clean YAML
+        oversight = "moderate"
+        err.print("no --oversight given: writing a moderate-oversight starter")
     text = starter(oversight)
     policy = compile_policy(text, "starter")
     assert all(r.passed for r in run_tests(policy))

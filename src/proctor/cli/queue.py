@@ -12,7 +12,7 @@ from rich.table import Table
 from .._errors import InvalidRequest
 from ..review import ReviewItem
 from ..sdk import Proctor
-from ._common import database_option, out
+from ._common import database_option, out, risk_text
 
 
 def _ago(ts: float | None, now: float) -> str:
@@ -31,6 +31,11 @@ def _ago(ts: float | None, now: float) -> str:
 def _short(value: Any, width: int = 48) -> str:
     text = orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _probability(p: float | None) -> str:
+    """As the console shows it: a whole percentage."""
+    return "-" if p is None else f"{p * 100:.0f}%"
 
 
 @click.group("queue")
@@ -66,7 +71,7 @@ def queue_list(database: str | None, queue_name: str | None, status: str) -> Non
             item.agent,
             item.tool,
             _short(item.args),
-            "-" if item.risk is None else f"{item.risk:.2f}",
+            risk_text(item.risk),
             _ago(item.sla_due, now),
             _ago(item.created_at, now).lstrip("-"),
         )
@@ -89,7 +94,7 @@ def _show(item: ReviewItem) -> None:
         f" policy {str(item.policy_version)[:12]})"
     )
     out.print(
-        f"  risk: {item.risk}   SLA due in: {_ago(item.sla_due, now)}"
+        f"  risk: {risk_text(item.risk)}   SLA due in: {_ago(item.sla_due, now)}"
         f"   expires in: {_ago(item.expires_at, now)}   quorum: {item.quorum}"
     )
     if item.context:
@@ -99,7 +104,7 @@ def _show(item: ReviewItem) -> None:
     for n, option in enumerate(item.options or []):
         out.print(
             f"  option {n}: {option['tool']} {_short(option['args'])}"
-            f"  p={option.get('probability')}  risks={option.get('risks')}"
+            f"  p={_probability(option.get('probability'))}  risks={option.get('risks')}"
         )
     if item.history:
         out.print("  the run so far:")

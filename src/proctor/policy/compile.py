@@ -19,7 +19,7 @@ from .._errors import PolicyError
 from . import _cel as cel
 from .schema import Agent, PolicyDocument, Queue, Rule, validate
 from .source import Located, Path, load_yaml
-from .types import Kind, check, too_deep
+from .types import Kind, check, line_col, too_deep
 
 ROOTS = frozenset({"tool", "args", "context", "agent", "action"})
 # What evaluate() always hands CEL under these names, whatever the action.
@@ -269,15 +269,10 @@ def _check_kind(
     """Refuse an expression whose text shows it gives the wrong type (see types.py)."""
     found = check(expr, want, VARIABLE_KINDS)
     if found is not None:
-        line, col = located.locate_in_scalar(path, *_line_col(expr, found.offset))
+        line, col = located.locate_in_scalar(path, *line_col(expr, found.offset))
         raise PolicyError(
             prefix + found.message(what), source=located.source, line=line, column=col
         )
-
-
-def _line_col(expr: str, offset: int) -> tuple[int, int]:
-    """1-based line and column of ``offset`` inside ``expr``."""
-    return expr.count("\n", 0, offset) + 1, offset - expr.rfind("\n", 0, offset)
 
 
 def _compile_cel(
@@ -290,7 +285,7 @@ def _compile_cel(
             f"at most {MAX_EXPRESSION_LENGTH} are allowed",
         )
     if (deep := too_deep(expr, MAX_EXPRESSION_NESTING)) is not None:
-        line, col = located.locate_in_scalar(path, *_line_col(expr, deep))
+        line, col = located.locate_in_scalar(path, *line_col(expr, deep))
         raise PolicyError(
             f"the expression nests brackets deeper than {MAX_EXPRESSION_NESTING} levels",
             source=located.source,

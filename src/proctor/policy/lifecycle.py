@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from .. import _clock
 from .._errors import InvalidRequest, NotFound, PolicyError
 from ..store import Store
-from ..store.tables import audit_log, policies, state
+from ..store.tables import audit_log, policies, review_items, state
 from .compile import CompiledPolicy, compile_policy
 from .evaluate import Action, evaluate
 from .schema import PolicyDocument
@@ -259,11 +259,12 @@ def replay_one(store: Store, seq: int) -> Replayed:
     """Re-evaluate one recorded decision under the exact version that made it."""
     with store.read() as conn:
         text = conn.execute(sa.select(audit_log.c.record).where(audit_log.c.seq == seq)).scalar()
+        last = conn.execute(sa.select(sa.func.max(audit_log.c.seq))).scalar() if text is None else 0
     if text is None:
-        raise NotFound(f"no record {seq}")
+        raise NotFound(f"no record {seq}" + (f" (the log holds 1 to {last})" if last else ""))
     record = orjson.loads(text)
     if record.get("kind") != "decision":
-        raise InvalidRequest(f"record {seq} is a {record.get('kind')}, not a decision")
+        raise InvalidRequest(_not_a_decision(store, seq, record))
     rules = record.get("rules") or []
     version = record.get("policy_version")
     if any(r in NOT_POLICY for r in rules):
@@ -308,6 +309,31 @@ def replay_one(store: Store, seq: int) -> Replayed:
         f"{', '.join(rules)}, but {version[:12]} now says {new.decision} by "
         f"{', '.join(new.rule_ids)} (recorded arguments are masked where secret)",
     )
+
+
+def _not_a_decision(store: Store, seq: int, record: dict[str, Any]) -> str:
+    """Which decisions to replay instead: the one this record is about, if it names one,
+    and the nearest before and after it."""
+    kind = str(record.get("kind"))
+    seqs = audit_log.c.seq
+    is_decision = audit_log.c.kind == "decision"
+    with store.read() as conn:
+        of = record.get("decision_seq")
+        if not of and record.get("item_id"):
+            of = conn.execute(
+                sa.select(review_items.c.decision_seq).where(
+                    review_items.c.id == str(record["item_id"])
+                )
+            ).scalar()
+        before = conn.execute(sa.select(sa.func.max(seqs)).where(is_decision, seqs < seq)).scalar()
+        after = conn.execute(sa.select(sa.func.min(seqs)).where(is_decision, seqs > seq)).scalar()
+    what = f"record {seq} is {'an' if kind[:1] in 'aeiou' else 'a'} {kind}"
+    if isinstance(of, int) and of > 0:
+        what += f" (of decision {of})"
+    choices = list(dict.fromkeys(n for n in (of or None, before, after) if n))
+    if not choices:
+        return f"{what}; the log holds no decision to replay"
+    return f"{what}; replay " + ", or ".join(str(n) for n in choices)
 
 
 def apply_shadow(

@@ -5,39 +5,29 @@ The YAML keys in DESIGN.md are the contract; additions are documented in docs/po
 
 from __future__ import annotations
 
+import difflib
+import itertools
 import re
-from typing import Annotated, Any, Literal
+from collections.abc import Iterable
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     field_validator,
 )
 
+from .durations import parse_duration as parse_duration  # still importable from here
 from .source import KEY, Located
 
 DecisionName = Literal["allow", "deny", "review"]
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]*$"
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from ``45s``, ``30m``, ``4h``, ``2d`` or a bare number of seconds."""
-    if isinstance(value, bool):
-        raise ValueError("a duration is a number of seconds or a string like '30m' or '4h'")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION.match(value)):
-        seconds = float(m.group(1)) * _UNITS[m.group(2)]
-    else:
-        raise ValueError("a duration is a number of seconds or a string like '30m' or '4h'")
-    if seconds <= 0:
-        raise ValueError("a duration must be greater than zero")
-    return seconds
 
 
 class _Model(BaseModel):
@@ -143,14 +133,51 @@ def _targets(value: object) -> list[str]:
 NotifyTarget = Annotated[list[str], BeforeValidator(_targets)]
 
 
+# The types a tool's parameter may declare: the names review/params.py gives a Python
+# tool's annotations, so a declared envelope and a wrapped function speak alike.
+ParamType = Literal["str", "int", "float", "bool", "list", "dict", "any"]
+ToolName = Annotated[str, Field(pattern=_NAME)]
+_TAG = "\x00"  # marks the union member pydantic names in an error's location
+
+
+class Tool(_Model):
+    """One tool of an envelope in the mapping form; ``params`` None: not declared."""
+
+    params: dict[Annotated[str, Field(pattern=_NAME)], ParamType] | None = None
+
+
+def _tools_form(value: object) -> str | None:
+    if isinstance(value, list):
+        return f"{_TAG}list"
+    return f"{_TAG}map" if isinstance(value, dict) else None
+
+
+# ``tools: [a, b]`` or ``tools: {a: {params: {amount: float}}, b: }``: the list form keeps
+# its canonical form (and so its policy version) as it was before the mapping form existed.
+Tools = Annotated[
+    Annotated[list[ToolName], Tag(f"{_TAG}list")]
+    | Annotated[dict[ToolName, Tool | None], Tag(f"{_TAG}map")],
+    Discriminator(
+        _tools_form,
+        custom_error_type="tools_form",
+        custom_error_message="a list of tool names, or a mapping of tool names to {params: ...}",
+    ),
+]
+
+
 class Agent(_Model):
     oversight: Literal["high", "moderate", "light"] = "moderate"
     autonomy: int = Field(default=3, ge=1, le=4)
     owner: str | None = None
     version: str | None = None
-    tools: list[Annotated[str, Field(pattern=_NAME)]] = []
+    tools: Tools = []
     data: list[str] = []
     limits: dict[str, Limit] = {}
+
+    def params(self, tool: str) -> dict[str, ParamType] | None:
+        """The parameters ``tool`` declares in this envelope; None when it declares none."""
+        spec = self.tools.get(tool) if isinstance(self.tools, dict) else None
+        return None if spec is None else spec.params
 
 
 class Rule(_Model):
@@ -195,17 +222,82 @@ class PolicyDocument(_Model):
     tests: list[PolicyTest] = []
 
 
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """``; did you mean 'x'?`` for the closest choice, or nothing when none is close.
+
+    difflib alone scores ``decision`` as near ``reason`` as ``decide``; of equally close
+    choices, the one that starts like the word wins.
+    """
+
+    def score(choice: str) -> tuple[float, int]:
+        ratio = difflib.SequenceMatcher(None, word, choice).ratio()
+        same = (a == b for a, b in zip(word, choice, strict=False))
+        return round(ratio, 2), sum(1 for _ in itertools.takewhile(bool, same))
+
+    scored = [(score(c), c) for c in choices]
+    close = [(s, c) for s, c in scored if s[0] >= 0.5]
+    return f"; did you mean '{max(close)[1]}'?" if close else ""
+
+
 def _message(err: Any) -> str:
     kind = err["type"]
-    loc = ".".join(str(p) for p in err["loc"])
+    where = _clean(err["loc"])
+    loc = ".".join(str(p) for p in where)
     if kind == "extra_forbidden":
-        return f"unknown key '{err['loc'][-1]}'"
+        key = str(where[-1])
+        return f"unknown key '{key}'" + did_you_mean(key, _keys_at(where[:-1]))
     if kind == "missing":
-        return f"missing required key '{err['loc'][-1]}'"
+        return f"missing required key '{where[-1]}'"
     msg = str(err["msg"])
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
     return f"{loc}: {msg}" if loc else msg
+
+
+def _keys_at(path: tuple[str | int, ...]) -> list[str]:
+    """The keys the schema allows in the mapping at ``path`` (for did-you-mean)."""
+    node: Any = PolicyDocument
+    for part in path:
+        node = _step(node, part)
+    found = _model(node)
+    return list(found.model_fields) if found is not None else []
+
+
+def _step(node: Any, part: str | int) -> Any:
+    """The type found one step below ``node`` along ``part``."""
+    model = _model(node)
+    if model is not None:
+        field = model.model_fields.get(str(part))
+        return field.annotation if field is not None else None
+    for option in _options(node):
+        origin, args = get_origin(option), get_args(option)
+        if origin is list and isinstance(part, int):
+            return args[0]
+        if origin is dict and isinstance(part, str):
+            return args[1]
+    return None
+
+
+def _options(node: Any) -> list[Any]:
+    """``node`` without Annotated and Optional wrappers: the types it may be."""
+    if get_origin(node) is Annotated:
+        return _options(get_args(node)[0])
+    if get_origin(node) in (Union, UnionType):
+        return [o for arg in get_args(node) for o in _options(arg)]
+    return [node]
+
+
+def _model(node: Any) -> type[BaseModel] | None:
+    for option in _options(node):
+        if isinstance(option, type) and issubclass(option, BaseModel):
+            return option
+    return None
+
+
+def _clean(loc: tuple[Any, ...]) -> tuple[str | int, ...]:
+    """A pydantic location as a path into the document: without the "[key]" markers it
+    adds for dict keys that fail, nor the tags that name a union's member."""
+    return tuple(p for p in loc if p != "[key]" and not (isinstance(p, str) and p[:1] == _TAG))
 
 
 def validate(located: Located) -> PolicyDocument:
@@ -215,19 +307,23 @@ def validate(located: Located) -> PolicyDocument:
     try:
         doc = PolicyDocument.model_validate(located.data)
     except ValidationError as exc:
-        errors = sorted(exc.errors(), key=lambda e: located.where(_path(e)))
-        first = errors[0]
+        errors = exc.errors()
+        # A misspelt key also leaves the right one missing from the same mapping: the
+        # unknown key is the one to report, where it stands and with a suggestion.
+        misspelt = {_clean(e["loc"])[:-1] for e in errors if e["type"] == "extra_forbidden"}
+        errors = [
+            e for e in errors if e["type"] != "missing" or _clean(e["loc"])[:-1] not in misspelt
+        ]
+        first = min(errors, key=lambda e: located.where(_path(e)))
         raise located.error(_path(first), _message(first)) from None
     _check_references(doc, located)
     return doc
 
 
 def _path(err: Any) -> tuple[str | int, ...]:
-    loc = tuple(err["loc"])
-    # pydantic appends "[key]" markers for dict keys that fail validation
-    loc = tuple(p for p in loc if p != "[key]")
-    if err["type"] == "extra_forbidden":
-        return (*loc, KEY)
+    loc = _clean(err["loc"])
+    if err["type"] == "extra_forbidden" or "[key]" in err["loc"]:
+        return (*loc, KEY)  # the key itself is wrong: point at it, not at its value
     return loc
 
 

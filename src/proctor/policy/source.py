@@ -56,16 +56,40 @@ class Located:
         wanted = value.splitlines()[line_in - 1] if value else ""
         start = node.start_mark.line
         lines = self.text.splitlines()
-        if node.style is None and "\n" not in value and line_in == 1:
+        one_line = node.end_mark.line == start
+        if node.style is None and "\n" not in value and line_in == 1 and one_line:
             return start + 1, node.start_mark.column + col_in
         if node.style in ("'", '"') and line_in == 1:
             return start + 1, node.start_mark.column + 1 + col_in
+        if node.style in (None, ">") and "\n" not in value.rstrip("\n") and line_in == 1:
+            found = self._folded(node, value, col_in - 1)
+            if found is not None:
+                return found
         # Block or folded scalars: find the wanted line of the value in the file itself.
         for n in range(start, min(node.end_mark.line + 1, len(lines))):
             idx = lines[n].find(wanted) if wanted else -1
             if idx >= 0 and (n > start or node.style is None):
                 return n + 1, idx + col_in
         return start + 1, node.start_mark.column + 1
+
+    def _folded(self, node: yaml.ScalarNode, value: str, offset: int) -> tuple[int, int] | None:
+        """Where ``value[offset]`` stands when YAML folded the scalar's lines into one,
+        joined by single spaces (a plain scalar over several lines, or ``>``)."""
+        lines = self.text.splitlines()
+        first = node.start_mark.line + (1 if node.style == ">" else 0)
+        pos = 0  # where the current line's text starts in the value
+        for n in range(first, min(node.end_mark.line + 1, len(lines))):
+            skip = node.start_mark.column if n == node.start_mark.line else 0
+            raw = lines[n][skip:]
+            text = raw.strip()
+            if not text:
+                continue
+            if not value.startswith(text, pos):
+                return None  # escapes or blank lines: not a plain fold
+            if offset <= pos + len(text):  # at the end: where the parser ran out
+                return n + 1, skip + len(raw) - len(raw.lstrip()) + offset - pos + 1
+            pos += len(text) + 1
+        return None
 
 
 class _Builder:

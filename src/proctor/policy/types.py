@@ -135,6 +135,48 @@ def kind_of(expr: str, variables: Mapping[str, Kind] | None = None) -> Kind | No
     return _Reader(toks, variables or {}).kind(0, len(toks))
 
 
+def line_col(expr: str, offset: int) -> tuple[int, int]:
+    """1-based line and column of ``offset`` inside ``expr``."""
+    return expr.count("\n", 0, offset) + 1, offset - expr.rfind("\n", 0, offset)
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One binary comparison, ``in`` or arithmetic operation: its operator token and the
+    tokens of each operand (enclosing parentheses removed)."""
+
+    op: Token
+    left: tuple[Token, ...]
+    right: tuple[Token, ...]
+
+
+def operations(expr: str) -> list[Operation]:
+    """Every comparison, ``in`` and arithmetic operation in ``expr``, however deep: inside
+    parentheses, ternaries, ``!``, call arguments and list or map literals. In a chain
+    (``a + b - c``) an operator's left operand is everything before it, as CEL groups it.
+    """
+    toks = tokens(expr)
+    out: list[Operation] = []
+    _Reader(toks, {}).walk(0, len(toks), out)
+    return out
+
+
+def elements(group: tuple[Token, ...]) -> list[tuple[Token, ...]] | None:
+    """The items of a list literal ``[a, b]``, or None when ``group`` is not one."""
+    if len(group) < 2 or group[0].text != "[" or group[-1].text != "]":
+        return None
+    reader = _Reader(list(group), {})
+    if reader.match.get(0) != len(group) - 1:
+        return None
+    items, start = [], 1
+    for i in reader._top(1, len(group) - 1):
+        if group[i].text == ",":
+            items.append(group[start:i])
+            start = i + 1
+    items.append(group[start:-1])
+    return [item for item in items if item]
+
+
 class _Reader:
     def __init__(self, toks: list[Token], variables: Mapping[str, Kind]) -> None:
         self.toks = toks
@@ -223,6 +265,51 @@ class _Reader:
         if opening - 2 >= lo and self.toks[opening - 2].text == ".":
             return _METHODS.get(name)
         return _FUNCTIONS.get(name) if opening - 1 == lo else None
+
+    def walk(self, lo: int, hi: int, out: list[Operation]) -> None:
+        """Collect the operations between ``lo`` and ``hi`` (see :func:`operations`)."""
+        lo, hi = self._strip(lo, hi)
+        if lo >= hi:
+            return
+        level, at = self._lowest(lo, hi)
+        if level == "?":
+            colon = self._colon(at[0], hi)
+            ends = (at[0], hi) if colon is None else (at[0], colon, hi)
+            for a, b in zip((lo, *(e + 1 for e in ends[:-1])), ends, strict=True):
+                self.walk(a, b, out)
+            return
+        if level is not None:
+            spans = self._operands(lo, hi, at)
+            if level in ("rel", "+", "*"):
+                for n, i in enumerate(at):
+                    a, b = spans[n + 1]
+                    left = self._strip(lo, i)
+                    right = self._strip(a, b)
+                    out.append(
+                        Operation(
+                            self.toks[i],
+                            tuple(self.toks[left[0] : left[1]]),
+                            tuple(self.toks[right[0] : right[1]]),
+                        )
+                    )
+            for a, b in spans:
+                self.walk(a, b, out)
+            return
+        if self.toks[lo].text in ("!", "-"):
+            self.walk(lo + 1, hi, out)
+            return
+        for i in self._top(lo, hi):  # a primary: look inside its brackets
+            end = self.match.get(i)
+            if end is None:
+                continue
+            start = i + 1
+            for j in self._top(i + 1, end):
+                if self.toks[j].text == "," or (
+                    self.toks[j].text == ":" and self.toks[i].text == "{"
+                ):
+                    self.walk(start, j, out)
+                    start = j + 1
+            self.walk(start, end, out)
 
     @staticmethod
     def _operands(lo: int, hi: int, at: list[int]) -> list[tuple[int, int]]:
