@@ -23,12 +23,6 @@ def policy() -> None:
 policy_file = click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="proctor")
-def cli() -> None:
-    """Proctor: policy-as-code, human review and a tamper-evident log for AI agents."""
-
-
 def _compile(file: Path) -> CompiledPolicy:
     text, source = read_policy_source(file)
     return compile_policy(text, source)

@@ -18,7 +18,7 @@ def _split(value: str | None) -> list[str] | None:
 
 def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
     """``--expires 90d``: seconds, parsed as the policy's durations are."""
-    from ..policy.schema import parse_duration
+    from ..policy.durations import parse_duration
 
     if value is None:
         return None
