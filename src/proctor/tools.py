@@ -247,9 +247,11 @@ def _raise_if_denied(verdict: Verdict) -> None:
 
 
 def _pending(item_id: str, reason: str, verdict: Verdict | None = None) -> ReviewPending:
+    """The message names the item and how to decide it, so whoever reads it can act."""
     d = verdict.decision if verdict is not None else None
     return ReviewPending(
-        reason,
+        f"{reason.rstrip('. ')}. Decide it in the console, or:"
+        f" proctor queue approve {item_id} --by NAME",
         item_id=item_id,
         rule_ids=d.rule_ids if d else (),
         decision_id=verdict.id if verdict else None,
@@ -294,7 +296,11 @@ def answer(px: Proctor, spec: ToolSpec, verdict: Verdict, run: Run | None) -> Re
         raise Denied("the review item could not be opened", decision_id=verdict.id)
     d = verdict.decision
     if spec.wait == 0:
-        raise _pending(item_id, f"waiting for a human in queue '{d.queue}': {d.reason}", verdict)
+        raise _pending(
+            item_id,
+            f"review item {item_id} waits for a human in queue '{d.queue}': {d.reason}",
+            verdict,
+        )
     give_up = time.monotonic() + spec.wait if spec.wait is not None else None
     while True:
         item = px.backend.item(item_id)
@@ -308,7 +314,7 @@ def answer(px: Proctor, spec: ToolSpec, verdict: Verdict, run: Run | None) -> Re
             if status == "pending" and (give_up is None or time.monotonic() < give_up):
                 continue  # escalated: keep waiting on the next queue
         if status == "pending":
-            raise _pending(item_id, f"no reviewer has decided yet (item {item_id})", verdict)
+            raise _pending(item_id, f"no reviewer has decided review item {item_id} yet", verdict)
         if run is not None:
             run.holding.discard(item_id)
         item = px.backend.item(item_id)
@@ -404,7 +410,7 @@ def claim_grant(
                 item_id=item_id,
             )
         if state == "pending":
-            raise _pending(item_id, f"item {item_id} has not been approved yet")
+            raise _pending(item_id, f"review item {item_id} has not been approved yet")
         _settled(item)
         raise Denied(f"item {item_id} cannot run: it is {item.status}")
 
