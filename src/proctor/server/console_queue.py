@@ -202,7 +202,18 @@ def _decide(
             return _edit_preview(request, who, item, form)
         elif verb == "edit":
             edits = orjson.loads(form.get("edits", "{}"))
-            backend.review("edit", item_id, who.name, args=edits, note=form.get("note") or None)
+            after = backend.review(
+                "edit", item_id, who.name, args=edits, note=form.get("note") or None
+            )
+            if after.status == "pending" and (after.queue, after.rule_ids) != (
+                item.queue,
+                item.rule_ids,
+            ):
+                flash = (
+                    f"Your edit needs a decision in queue '{after.queue}' ({after.reason}):"
+                    " the item moved there, and your approval was not counted."
+                )
+                return _to_next(request, who, item, flash)
         else:
             raise NotFound(f"no action {verb!r}")
     except (Conflict, InvalidRequest, Forbidden) as exc:
