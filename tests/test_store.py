@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import random
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -122,6 +123,10 @@ def test_postgresql_connections_stay_bounded_over_many_short_threads(
         # 3 writers + 6 readers + the wake-up listener; before the pool, 60 threads kept 60.
         assert peak[0] <= 3 + 6 + 1
         assert _backends(name) <= 3 + 6 + 1
+    # Closed: the server ends each backend a moment after its client hangs up.
+    deadline = time.monotonic() + 10
+    while _backends(name) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert _backends(name) == 0
 
 
