@@ -16,21 +16,24 @@ from contextlib import contextmanager
 
 from ._errors import ProctorError
 
+Held = tuple[str, str]  # ("item", item id) for an approved item, ("call", call id) for a call
+
 
 class Heartbeat:
-    def __init__(self, renew: Callable[[str, str], bool]) -> None:
+    def __init__(self, renew: Callable[[Held, str], bool]) -> None:
         self._renew = renew
-        self._held: dict[str, tuple[str, float]] = {}  # item id -> (token, lease seconds)
+        self._held: dict[Held, tuple[str, float]] = {}  # (kind, id) -> (token, lease seconds)
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._stopped = False
 
     @contextmanager
-    def holding(self, item_id: str, token: str, lease_seconds: float) -> Iterator[None]:
-        """Keep ``item_id``'s lease alive for the length of the block."""
+    def holding(self, held: Held, token: str, lease_seconds: float) -> Iterator[None]:
+        """Keep the lease of ``held`` (``("item", id)`` or ``("call", id)``) alive for the
+        length of the block."""
         with self._lock:
-            self._held[item_id] = (token, lease_seconds)
+            self._held[held] = (token, lease_seconds)
             if self._thread is None or not self._thread.is_alive():
                 self._stopped = False
                 self._thread = threading.Thread(
@@ -43,7 +46,7 @@ class Heartbeat:
             yield
         finally:
             with self._lock:
-                self._held.pop(item_id, None)
+                self._held.pop(held, None)
 
     def _run(self) -> None:
         with self._lock:
@@ -59,14 +62,14 @@ class Heartbeat:
                 due = dict(self._held)
                 self._lock.release()
                 try:
-                    for item_id, (token, _) in due.items():
-                        self._beat(item_id, token)
+                    for held, (token, _) in due.items():
+                        self._beat(held, token)
                 finally:
                     self._lock.acquire()
 
-    def _beat(self, item_id: str, token: str) -> None:
+    def _beat(self, held: Held, token: str) -> None:
         try:
-            self._renew(item_id, token)
+            self._renew(held, token)
         except ProctorError:
             return  # unreachable for now: try again next round; the lease is the backstop
 
