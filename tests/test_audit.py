@@ -6,12 +6,14 @@ import io
 import json
 
 import pytest
+import rfc8785
 import sqlalchemy as sa
 
 from proctor import Denied, Proctor
+from proctor._canonical import canonical
 from proctor.audit.export import export_jsonl
 from proctor.audit.verify import verify
-from proctor.store.chain import GENESIS, header, header_v2, link
+from proctor.store.chain import GENESIS, decode, header, header_v2, header_v3, link
 from proctor.store.tables import audit_log, state
 
 POLICY = """
@@ -123,6 +125,9 @@ def test_truncated_newest_records_are_detected(logged: Proctor) -> None:
     assert "cut off" in (result.problem or "")
 
 
+EXPORTED = ["seq", "fmt", "hash", "id", "ts", "kind", "agent", "tool", "decision", "record"]
+
+
 def test_export_jsonl_round_trips_the_chain(logged: Proctor) -> None:
     buf = io.StringIO()
     count = export_jsonl(logged.store, buf)
@@ -132,6 +137,24 @@ def test_export_jsonl_round_trips_the_chain(logged: Proctor) -> None:
     assert lines[0]["record"]["kind"] == "policy.apply"
     assert {line["record"]["kind"] for line in lines[1:]} == {"decision", "outcome"}
     assert all(len(line["hash"]) == 64 for line in lines)
+    with logged.store.read() as conn:
+        rows = conn.execute(sa.select(audit_log).order_by(audit_log.c.seq)).all()
+    for line, row in zip(lines, rows, strict=True):  # the columns the header chains, as stored
+        assert list(line) == EXPORTED
+        assert (line["id"], line["ts"], line["kind"], line["agent"]) == row[1:5]
+        assert (line["tool"], line["decision"], line["fmt"]) == (row.tool, row.decision, 3)
+        assert rfc8785.dumps(line["record"]) == row.record.encode()
+
+
+def test_export_carries_the_hashed_text_of_older_formats(logged: Proctor) -> None:
+    make_legacy(logged, 2, 4)
+    buf = io.StringIO()
+    export_jsonl(logged.store, buf, since_seq=1)
+    lines = [json.loads(line) for line in buf.getvalue().splitlines()]
+    assert [line["seq"] for line in lines[:4]] == [2, 3, 4, 5]
+    assert [line["fmt"] for line in lines[:4]] == [1, 2, 2, 3]
+    assert all(json.loads(line["text"]) == line["record"] for line in lines[:3])
+    assert all("text" not in line for line in lines[3:])
 
 
 def test_moved_time_is_named(logged: Proctor) -> None:
@@ -147,32 +170,119 @@ def test_changed_record_id_is_named(logged: Proctor) -> None:
     assert (result.ok, result.bad_seq) == (False, 6)
 
 
-def test_records_keep_verifying_under_the_format_they_were_written_in(logged: Proctor) -> None:
-    """A log started by an older release: its first records are format 1, the rest 2."""
-    with logged.store.read() as conn:
+def make_legacy(px: Proctor, fmt1_upto: int, fmt2_upto: int) -> None:
+    """Rewrite the log as an older release would have left it: records up to ``fmt1_upto``
+    in format 1 and up to ``fmt2_upto`` in format 2, their text as orjson wrote it (250.0,
+    not 250); the rest stay format 3. Every link after them is made again."""
+    with px.store.read() as conn:
         rows = conn.execute(sa.select(audit_log).order_by(audit_log.c.seq)).all()
     prev = GENESIS
     for row in rows:
-        fmt = 1 if row.seq <= 5 else 2
-        head_bytes = (
-            header(row.seq, row.kind, row.agent, row.tool, row.decision)
-            if fmt == 1
-            else header_v2(row.seq, row.id, row.ts, row.kind, row.agent, row.tool, row.decision)
-        )
-        prev = link(prev, head_bytes, row.record.encode())
+        fmt = 1 if row.seq <= fmt1_upto else 2 if row.seq <= fmt2_upto else 3
+        text = row.record
+        if fmt == 3:
+            head_bytes = header_v3(
+                row.seq, row.id, row.ts, row.kind, row.agent, row.tool, row.decision
+            )
+        else:
+            old = decode(text)
+            old["v"] = fmt
+            text = canonical(old).decode()
+            head_bytes = (
+                header(row.seq, row.kind, row.agent, row.tool, row.decision)
+                if fmt == 1
+                else header_v2(row.seq, row.id, row.ts, row.kind, row.agent, row.tool, row.decision)
+            )
+        prev = link(prev, head_bytes, text.encode())
         run_sql(
-            logged,
-            "UPDATE proctor_audit_log SET hash = :h, fmt = :f WHERE seq = :s",
+            px,
+            "UPDATE proctor_audit_log SET hash = :h, fmt = :f, record = :r WHERE seq = :s",
             h=prev,
             f=fmt,
+            r=text,
             s=row.seq,
         )
-    run_sql(logged, "UPDATE proctor_state SET head_hash = :h WHERE id = 1", h=prev)
+    run_sql(px, "UPDATE proctor_state SET head_hash = :h WHERE id = 1", h=prev)
+
+
+def test_records_keep_verifying_under_the_format_they_were_written_in(logged: Proctor) -> None:
+    """A log started by older releases: format 1 records, then 2, then 3, in one chain."""
+    make_legacy(logged, 5, 12)
+    with logged.store.read() as conn:
+        fmts = [f for (f,) in conn.execute(sa.select(audit_log.c.fmt).order_by(audit_log.c.seq))]
+    assert fmts == [1] * 5 + [2] * 7 + [3] * (len(fmts) - 12)
     assert verify(logged.store).ok
-    # A record's format is part of what is checked: claiming the other one fails.
-    run_sql(logged, "UPDATE proctor_audit_log SET fmt = 2 WHERE seq = 3")
-    assert (verify(logged.store).ok, verify(logged.store).bad_seq) == (False, 3)
+    # A record's format is part of what is checked: claiming another one fails.
+    for seq, claimed in [(3, 2), (8, 1), (8, 3), (20, 2), (20, 1)]:
+        with logged.store.read() as conn:
+            fmt = conn.execute(sa.select(audit_log.c.fmt).where(audit_log.c.seq == seq)).scalar()
+        run_sql(logged, "UPDATE proctor_audit_log SET fmt = :f WHERE seq = :s", f=claimed, s=seq)
+        result = verify(logged.store)
+        assert (result.ok, result.bad_seq) == (False, seq), (seq, claimed)
+        run_sql(logged, "UPDATE proctor_audit_log SET fmt = :f WHERE seq = :s", f=fmt, s=seq)
+    assert verify(logged.store).ok
     run_sql(logged, "UPDATE proctor_audit_log SET fmt = 9 WHERE seq = 3")
     result = verify(logged.store)
     assert (result.ok, result.bad_seq) == (False, 3)
     assert "unknown record format" in (result.problem or "")
+
+
+# -- format 3: RFC 8785 records -----------------------------------------------------------
+
+
+def test_new_records_are_format_3_and_their_own_canonical_form(logged: Proctor) -> None:
+    with logged.store.read() as conn:
+        rows = conn.execute(sa.select(audit_log.c.fmt, audit_log.c.record)).all()
+    assert {fmt for fmt, _ in rows} == {3}
+    for _, text in rows:
+        assert rfc8785.dumps(json.loads(text)) == text.encode()
+        assert json.loads(text)["v"] == 3
+
+
+def test_a_float_argument_is_recorded_as_jcs_and_read_back_as_a_float(px: Proctor) -> None:
+    px.policy.apply(POLICY)
+
+    @px.tool(agent="bot")
+    def lookup(n: int, amount: float, tiny: float) -> int:
+        return n
+
+    lookup(1, 250.0, 1e-7)
+    with px.store.read() as conn:
+        text = conn.execute(
+            sa.select(audit_log.c.record).where(audit_log.c.kind == "decision")
+        ).scalar_one()
+    assert '"amount":250,' in text and '"tiny":1e-7' in text
+    assert json.loads(text)["_numbers"]["/action/args/amount"] == "double"
+    args = decode(text)["action"]["args"]
+    assert args == {"n": 1, "amount": 250.0, "tiny": 1e-7}
+    assert {k: type(v) for k, v in args.items()} == {"n": int, "amount": float, "tiny": float}
+
+
+COLUMNS = [
+    ("seq", "seq = seq + 1000"),
+    ("id", "id = 'ffffffffffffffffffffffffffffffff'"),
+    ("ts", "ts = ts + 0.000001"),
+    ("kind", "kind = 'outcome'"),
+    ("agent", "agent = 'other-bot'"),
+    ("tool", "tool = NULL"),
+    ("decision", "decision = 'deny'"),
+    ("hash", "hash = '" + "0" * 64 + "'"),
+    ("fmt", "fmt = 2"),
+    ("record", r"""record = replace(record, '"n"\:4}', '"n"\:5}')"""),  # \: is no bind
+    ("record spacing", "record = replace(record, ',', ', ')"),
+]
+
+
+@pytest.mark.parametrize(("column", "change"), COLUMNS, ids=[c for c, _ in COLUMNS])
+def test_tampering_with_any_column_of_a_format_3_record_is_caught(
+    logged: Proctor, column: str, change: str
+) -> None:
+    with logged.store.read() as conn:
+        seq = conn.execute(
+            sa.select(audit_log.c.seq).where(
+                audit_log.c.kind == "decision", audit_log.c.record.like('%"n":4}%')
+            )
+        ).scalar_one()
+    run_sql(logged, f"UPDATE proctor_audit_log SET {change} WHERE seq = :s", s=seq)
+    result = verify(logged.store)
+    assert (result.ok, result.bad_seq) == (False, seq), result.message()

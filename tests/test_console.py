@@ -3,6 +3,7 @@ server on a loopback port, with agents blocked on decisions made in the pages.""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -45,7 +46,7 @@ if not Path(CHROMIUM).exists():
         raise RuntimeError("CI needs Debian's chromium for the console tests (.ci/run installs it)")
     pytest.skip("Debian's chromium is not installed", allow_module_level=True)
 
-from playwright.sync_api import Browser, Page, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
 
 
 def free_port() -> int:
@@ -93,6 +94,12 @@ class Site:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    with chromium() as b:
+        yield b
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator[Browser]:
     with sync_playwright() as p:
         b = p.chromium.launch(
             executable_path=CHROMIUM,
@@ -121,6 +128,16 @@ def site(sqlite_url: str) -> Iterator[Site]:
         "vic": create_token(px.store, role="viewer", name="vic")[1],
         "bot": create_token(px.store, role="agent", name="bot", agents=["support-bot"])[1],
     }
+    try:
+        with serve(px) as url:
+            yield Site(url, px, tokens, [])
+    finally:
+        px.close()
+
+
+@contextlib.contextmanager
+def serve(px: Proctor) -> Iterator[str]:
+    """The app over ``px`` on a loopback port, in a thread; yields its URL."""
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
@@ -132,11 +149,10 @@ def site(sqlite_url: str) -> Iterator[Site]:
     while not server.started:
         time.sleep(0.02)
     try:
-        yield Site(f"http://127.0.0.1:{port}", px, tokens, [])
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)
-        px.close()
 
 
 @pytest.fixture
@@ -203,12 +219,18 @@ def test_edit_and_approve_releases_the_agent(page: Page, site: Site) -> None:
     page.click("#preview-edit")
     assert "250.0" in page.inner_text("table.diff") and "150.0" in page.inner_text("table.diff")
     page.click("#confirm-edit")
+    # The only item was decided: the console says the queue is empty and links back.
+    expect(page.locator("#done")).to_contain_text("The queue is empty")
+    expect(page.locator(".flash")).to_contain_text("Approved issue_refund for support-bot")
     assert call.result(timeout=15) == "refunded 150.0 on A-1"  # the agent continued
     assert site.effects == [("A-1", 150.0)]
-    page.reload()
-    assert "The agent ran it" in page.inner_text("main")
-    page.goto(site.url + "/queue")
-    assert "Nothing waiting" in page.inner_text("table.queue")  # it left the queue
+    # Wait for what the item page needs (the recorded outcome), then look: no racing a
+    # reload against the agent.
+    wait_for(lambda: site.px.reviews.get(item.id).status == "done")
+    page.goto(f"{site.url}/items/{item.id}")
+    expect(page.locator(".outcome")).to_contain_text("The agent ran it")
+    page.click("#back-to-list")
+    expect(page.locator("table.queue")).to_contain_text("Nothing waiting")  # it left the queue
     run_id = site.px.reviews.get(item.id).run_id
     page.goto(f"{site.url}/runs/{run_id}")
     assert "issue_refund" in page.inner_text("main")
@@ -263,7 +285,9 @@ def test_reject_with_a_reason_reaches_the_agent(page: Page, site: Site) -> None:
     with pytest.raises(Rejected) as info:
         call.result(timeout=15)
     assert info.value.reason == "duplicate of T-12"
-    assert "rejected" in page.inner_text("main") and site.effects == []
+    expect(page.locator(".flash")).to_contain_text("Rejected issue_refund for support-bot")
+    expect(page.locator("#done")).to_contain_text("Nothing left to review")
+    assert site.px.reviews.get(item.id).status == "rejected" and site.effects == []
 
 
 def test_escalate_moves_the_item(page: Page, site: Site) -> None:
@@ -272,10 +296,12 @@ def test_escalate_moves_the_item(page: Page, site: Site) -> None:
     login(page, site, "ana")
     page.goto(f"{site.url}/items/{item.id}")
     page.select_option("select[name=to]", "finance")
-    page.fill("form[action$=escalate] input[name=note]", "over my limit")
+    page.fill("form[action*='/escalate'] input[name=note]", "over my limit")
     page.click("#escalate")
-    wait_for(lambda: site.px.reviews.get(item.id).queue == "finance")
-    assert "in queue finance" in page.inner_text("main")
+    expect(page.locator(".flash")).to_contain_text("Escalated issue_refund for support-bot")
+    assert site.px.reviews.get(item.id).queue == "finance"
+    page.goto(f"{site.url}/items/{item.id}")
+    expect(page.locator("main")).to_contain_text("in queue finance")
     site.px.reviews.approve(item.id, by="fin")
     assert call.result(timeout=15) == "refunded 600.0 on A-1"
 
@@ -334,7 +360,10 @@ def test_policy_and_audit_pages(page: Page, site: Site) -> None:
     text = page.inner_text("main")
     assert "raise limit" in text and "+" in page.inner_text("pre.diff")
     page.goto(site.url + "/audit?kind=policy.apply")
-    assert "Verified" in page.inner_text("#verify")
+    assert "Verified" not in page.inner_text("main")  # not on every view: on demand
+    page.click("#verify-button")
+    expect(page.locator("#verify")).to_contain_text("Verified at")
+    assert "records verified" in page.inner_text("#verify")
     assert page.locator("table tr").count() == 3  # header + two policy changes
 
 

@@ -149,3 +149,30 @@ def test_the_same_edit_from_the_cli(epx: Proctor, db_url: str) -> None:
     assert "needs a decision in queue 'finance'" in done.stdout
     assert "not counted" in done.stdout
     assert_moved_to_finance(epx, item, "bill")
+
+
+def test_the_same_edit_in_the_console(epx: Proctor) -> None:
+    """A billing reviewer edits 995.57 to 9,999,999 in the browser: the console says the
+    item moved to finance, and it did, unapproved."""
+    if epx.store.dialect != "sqlite":
+        pytest.skip("one browser run is enough: the database part is tested above")
+    pytest.importorskip("playwright")
+    from tests.test_console import chromium, serve
+
+    item = pending_refund(epx)
+    _, bill = create_token(epx.store, role="reviewer", name="bill", queues=["billing"])
+    with serve(epx) as url, chromium() as browser:
+        page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+        page.goto(url + "/login")
+        page.fill("input[name=token]", bill)
+        page.click("button[type=submit]")
+        page.goto(f"{url}/items/{item}")
+        page.click("summary")
+        page.fill("input[name=arg_amount]", "9999999")
+        page.click("#preview-edit")
+        page.click("#confirm-edit")
+        flash = page.locator(".flash")
+        flash.wait_for()
+        assert "needs a decision in queue 'finance'" in flash.inner_text()
+        assert "not counted" in flash.inner_text()
+    assert_moved_to_finance(epx, item, "bill")

@@ -4,10 +4,13 @@ database file deleted under a running process."""
 from __future__ import annotations
 
 import os
+import random
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -19,6 +22,7 @@ from tests.conftest import SERVER_URL
 from proctor import Denied, Proctor, StoreError
 from proctor.server.app import create_app
 from proctor.server.auth import create_token
+from proctor.store.engine import _iso_time
 
 POLICY = """
 policy: store-test
@@ -119,6 +123,10 @@ def test_postgresql_connections_stay_bounded_over_many_short_threads(
         # 3 writers + 6 readers + the wake-up listener; before the pool, 60 threads kept 60.
         assert peak[0] <= 3 + 6 + 1
         assert _backends(name) <= 3 + 6 + 1
+    # Closed: the server ends each backend a moment after its client hangs up.
+    deadline = time.monotonic() + 10
+    while _backends(name) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert _backends(name) == 0
 
 
@@ -243,3 +251,13 @@ def test_the_tables_match_the_migrations(tmp_path: Path) -> None:
     assert [
         c for c in changes if c[0] != "remove_table" or c[1].name != "proctor_alembic_version"
     ] == []
+
+
+def test_a_records_time_is_its_ts_to_the_nearest_microsecond() -> None:
+    """``time`` and ``ts`` say the same instant, as datetime rounds it, for anyone who
+    reads both; the second's text is cached, so a rounding up into the next second counts."""
+    rng = random.Random(11)
+    stamps = [0.0, 1e9 + 0.25, 1795311097.5000069, 1795311097.9999996, 1795311099.0]
+    stamps += [rng.uniform(0, 4e9) for _ in range(20000)]
+    for ts in stamps:
+        assert _iso_time(ts) == datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds")

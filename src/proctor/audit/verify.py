@@ -98,7 +98,12 @@ def _walk(
                 expected if seq > expected else seq,
                 f"record {expected} {what} (found {seq} next)",
             )
-        if fmt == 2:  # header_v2, inlined: this loop runs hundreds of thousands of times
+        if fmt == 3:  # header_v3, inlined: this loop runs 300,000 times a second
+            head = (
+                f"3|{seq}|{rid}|{kind}|{agent or ''}|{tool or ''}|{decision or ''}|".encode()
+                + pack_double(ts)
+            )
+        elif fmt == 2:
             head = (
                 f"{seq}|{rid}|{kind}|{agent or ''}|{tool or ''}|{decision or ''}|".encode()
                 + pack_double(ts)

@@ -106,11 +106,18 @@ CLOSINGS = ["Thanks.", "Please help.", "This is urgent.", "Regards, {name}", "Th
 NAMES = ["Ana", "Ben", "Chloé", "Dev", "Emre", "Fatima", "Grace", "Hiro", "Ines", "Jon"]
 
 
-def generate(count: int = 320, seed: int = 7) -> list[dict[str, Any]]:
+WEIGHTS = (30, 25, 15, 15, 15)  # refund, shipping, account, billing, product
+
+
+def generate(
+    count: int = 320, seed: int = 7, weights: tuple[int, ...] = WEIGHTS
+) -> list[dict[str, Any]]:
+    """``count`` tickets; ``weights`` sets the mix of categories (a courier's outage brings
+    shipping questions)."""
     rng = random.Random(seed)
     tickets = []
     for n in range(count):
-        category = rng.choices(list(CATEGORIES), weights=[30, 25, 15, 15, 15])[0]
+        category = rng.choices(list(CATEGORIES), weights=weights)[0]
         parts = CATEGORIES[category]
         order = f"A-{rng.randint(10000, 99999)}"
         fill = {"order": order, "item": rng.choice(ITEMS), "name": rng.choice(NAMES)}

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from .. import _clock
 from .._errors import InvalidRequest, NotFound, PolicyError
 from ..store import Store
+from ..store.chain import decode
 from ..store.tables import audit_log, policies, review_items, state
 from .compile import CompiledPolicy, compile_policy
 from .evaluate import Action, evaluate
@@ -218,7 +219,7 @@ def replay(
     with store.read() as conn:
         rows = conn.execute(query.order_by(audit_log.c.seq).limit(limit)).all()
     for seq, text in rows:
-        record = orjson.loads(text)
+        record = decode(text)  # numbers with the types the decision saw (JSON has one)
         rules = record.get("rules") or []
         if any(r in NOT_POLICY or r.startswith("limit.") for r in rules) or "action" not in record:
             report.skipped[rules[0] if rules else "no action"] += 1
@@ -262,7 +263,7 @@ def replay_one(store: Store, seq: int) -> Replayed:
         last = conn.execute(sa.select(sa.func.max(audit_log.c.seq))).scalar() if text is None else 0
     if text is None:
         raise NotFound(f"no record {seq}" + (f" (the log holds 1 to {last})" if last else ""))
-    record = orjson.loads(text)
+    record = decode(text)
     if record.get("kind") != "decision":
         raise InvalidRequest(_not_a_decision(store, seq, record))
     rules = record.get("rules") or []

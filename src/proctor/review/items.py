@@ -146,10 +146,13 @@ class ReviewItem:
         return []
 
 
+LIST_LIMIT = 20_000  # items read for one list; beyond this the newest are shown
+
+
 def list_items(
-    store: Store, status: str | None = "pending", queue: str | None = None, limit: int = 500
+    store: Store, status: str | None = "pending", queue: str | None = None, limit: int = LIST_LIMIT
 ) -> list[ReviewItem]:
-    """Items ordered by severity, most severe first."""
+    """Items ordered by severity, most severe first (of the newest ``limit``)."""
     if status is not None and status not in STATUSES:
         raise InvalidRequest(f"unknown status {status!r}; one of: {', '.join(STATUSES)}")
     query = sa.select(review_items)
@@ -157,7 +160,7 @@ def list_items(
         query = query.where(review_items.c.status == status)
     if queue is not None:
         query = query.where(review_items.c.queue == queue)
-    query = query.order_by(review_items.c.created_at).limit(limit)
+    query = query.order_by(review_items.c.created_at.desc()).limit(limit)
     with store.read() as conn:
         items = [ReviewItem.from_row(r) for r in conn.execute(query)]
     now = _clock.now()

@@ -38,7 +38,8 @@ from ..telemetry.metrics import StoreMetrics
 from ..telemetry.notifications import deliver_due
 from . import refusals
 from .auth import TokenVerifier, Unauthorized
-from .console import _LoginNeeded, console, console_error, login_needed
+from .console import console, console_error, login_needed
+from .console_base import LoginNeeded
 
 DEFAULT_MAX_BODY = 1 << 20
 SWEEP_SECONDS = 5.0
@@ -223,7 +224,7 @@ def create_app(
 
     app.include_router(router)
     app.include_router(console)
-    app.add_exception_handler(_LoginNeeded, login_needed)
+    app.add_exception_handler(LoginNeeded, login_needed)
     app.mount(
         "/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static"
     )

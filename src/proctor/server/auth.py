@@ -40,7 +40,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     # Policies, agents, the decision log, KPIs, alerts, notifications, problems; and every
     # console page (agents have no console: their tokens are for the API).
     "read": _READERS,
-    # Verify and export the whole chain; the console's audit page shows the verification.
+    # Verify and export the whole chain; the console verifies it on demand (audit page).
     "verify": frozenset({"admin", "policy_author", "viewer"}),
     # Tokens, checking alerts on demand.
     "manage": frozenset({"admin"}),

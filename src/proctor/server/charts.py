@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import bisect
+import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from html import escape
 
 PALETTE = {
@@ -41,6 +44,9 @@ def stacked_bars(
     left, bottom, plot_h = 36, 28, height - 58
     step = (width - left - 10) / len(buckets)
     bar = max(2.0, step * 0.7)
+    # Label every n-th bar, so that labels never overlap (about 6.5 px a character).
+    widest = max(len(label) for label, _ in buckets) * 6.5 + 12
+    every = max(1, math.ceil(widest / step))
     parts = [
         f'<text x="{left}" y="14" class="t">{escape(title)}</text>',
         f'<text x="4" y="{height - bottom}" class="a">0</text>',
@@ -60,8 +66,13 @@ def stacked_bars(
                 f'fill="{PALETTE.get(name, "#777")}"><title>{escape(label)}: '
                 f"{n} {escape(name)}</title></rect>"
             )
-        if len(buckets) <= 12 or i % max(1, len(buckets) // 6) == 0:
-            parts.append(f'<text x="{x:.1f}" y="{height - 12}" class="a">{escape(label)}</text>')
+        half = len(label) * 3.25
+        middle = x + bar / 2
+        if i % every == 0 and middle - half >= 0 and middle + half <= width:
+            parts.append(
+                f'<text x="{middle:.1f}" y="{height - 12}" class="a" text-anchor="middle">'
+                f"{escape(label)}</text>"
+            )
     parts.append(_legend(series, width - 10 - 80 * len(series), 14))
     return _svg(width, height, "".join(parts), title)
 
@@ -160,20 +171,80 @@ def _empty(title: str, width: int) -> str:
     )
 
 
-def bucketize(
-    times: list[tuple[float, str]], buckets: int = 24
-) -> list[tuple[str, dict[str, int]]]:
-    """Group (timestamp, series) into equal time buckets over the range the data spans."""
+# Bucket lengths a time axis may use, shortest first: minutes for an hour of data, hours
+# for a few days, days for weeks. The shortest that gives at most MOST_BUCKETS is used.
+STEPS = (
+    (60, "minute"),
+    (120, "2 minutes"),
+    (300, "5 minutes"),
+    (600, "10 minutes"),
+    (900, "15 minutes"),
+    (1800, "30 minutes"),
+    (3600, "hour"),
+    (7200, "2 hours"),
+    (10800, "3 hours"),
+    (21600, "6 hours"),
+    (86400, "day"),
+    (2 * 86400, "2 days"),
+    (7 * 86400, "week"),
+    (28 * 86400, "4 weeks"),
+)
+MOST_BUCKETS = 36
+LEAST_BUCKETS = 12  # a short history is drawn after empty buckets, not as one wide bar
+DAY = 86400
 
+
+@dataclass(frozen=True)
+class TimeBuckets:
+    """Counts per series in consecutive buckets of ``per`` (e.g. "2 hours"), each labelled
+    distinctly: a time of day within one day, weekday and time across a few days, the date
+    across weeks."""
+
+    rows: list[tuple[str, dict[str, int]]]
+    per: str
+
+
+def _midnight(ts: float) -> float:
+    t = time.localtime(ts)
+    return time.mktime((t.tm_year, t.tm_mon, t.tm_mday, 0, 0, 0, 0, 0, -1))
+
+
+def _starts(lo: float, hi: float, step: int) -> list[float]:
+    """Bucket starts on round local times (whole minutes, hours, days) covering lo..hi."""
+    first = _midnight(lo)
+    if step < DAY:
+        first += (lo - first) // step * step
+        return [first + i * step for i in range(int((hi - first) // step) + 1)]
+    t = time.localtime(first)
+    days = step // DAY
+    starts: list[float] = []
+    while not starts or starts[-1] + step <= hi:  # by calendar day: DST days are not 24 h
+        i = len(starts) * days
+        starts.append(time.mktime((t.tm_year, t.tm_mon, t.tm_mday + i, 0, 0, 0, 0, 0, -1)))
+    return starts
+
+
+def _label_format(starts: list[float], step: int) -> str:
+    first, last = time.localtime(starts[0]), time.localtime(starts[-1])
+    if step >= DAY:
+        return "%b %d" if first.tm_year == last.tm_year else "%Y-%m-%d"
+    if first[:3] == last[:3]:  # all within one calendar day
+        return "%H:%M"
+    return "%a %H:%M" if starts[-1] - starts[0] < 6 * DAY else "%b %d %H:%M"
+
+
+def bucketize(times: Sequence[tuple[float, str]], most: int = MOST_BUCKETS) -> TimeBuckets:
+    """Group (timestamp, series) into buckets sized to the span the data covers."""
     if not times:
-        return []
+        return TimeBuckets([], "")
     lo = min(t for t, _ in times)
     hi = max(t for t, _ in times)
-    span = max(hi - lo, 1.0)
-    width = span / buckets
-    out: list[dict[str, int]] = [{} for _ in range(buckets)]
+    step, per = next(((s, p) for s, p in STEPS if (hi - lo) / s < most), STEPS[-1])
+    starts = _starts(min(lo, hi - (LEAST_BUCKETS - 1) * step), hi, step)
+    counts: list[dict[str, int]] = [{} for _ in starts]
     for t, name in times:
-        i = min(buckets - 1, int((t - lo) / width))
-        out[i][name] = out[i].get(name, 0) + 1
-    fmt = "%H:%M:%S" if span < 600 else "%H:%M" if span < 2 * 86400 else "%m-%d"
-    return [(time.strftime(fmt, time.localtime(lo + i * width)), c) for i, c in enumerate(out)]
+        i = max(0, bisect.bisect_right(starts, t) - 1)
+        counts[i][name] = counts[i].get(name, 0) + 1
+    fmt = _label_format(starts, step)
+    labels = [time.strftime(fmt, time.localtime(s)) for s in starts]
+    return TimeBuckets(list(zip(labels, counts, strict=True)), per)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import difflib
 import statistics
-import time
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
 
+from .. import _clock
 from ..store import Store
 from ..store.tables import audit_log, policies, review_items, state
 from . import charts
@@ -56,11 +57,12 @@ def overview(store: Store) -> dict[str, str]:
             verdicts[rule]["rejected"] += 1
     ttd = [(q, {"p50": statistics.median(v), "p95": _p95(v)}) for q, v in sorted(waits.items())]
     volume = Counter(agent or "?" for _, agent, _, _ in rows)
+    buckets = charts.bucketize([(ts, d or "?") for ts, _, _, d in rows])
     return {
         "outcomes": charts.stacked_bars(
-            charts.bucketize([(ts, d or "?") for ts, _, _, d in rows]),
+            buckets.rows,
             ["allow", "review", "deny"],
-            "Decisions by outcome over time",
+            f"Decisions by outcome, per {buckets.per}" if buckets.per else "Decisions by outcome",
             width=1100,
         ),
         "escalation": charts.hbars(
@@ -106,17 +108,35 @@ def item_records(store: Store, item_id: str, limit: int = 100) -> list[dict[str,
     return _records_mentioning(store, f'"{item_id}"', limit)
 
 
-def audit_search(
+AUDIT_COUNT_MOST = 10_000  # a filtered search counts its matches up to this many
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    """Newest first, from the snapshot ``upto`` (the newest seq when the search began), so
+    paging stays put while new records arrive. ``total`` stops at ``AUDIT_COUNT_MOST``
+    for a filtered search (``capped``): counting further would read the whole log."""
+
+    rows: list[dict[str, Any]]
+    total: int
+    capped: bool
+    upto: int
+
+
+def audit_page(
     store: Store,
     *,
-    agent: str | None,
-    tool: str | None,
-    decision: str | None,
-    kind: str | None,
-    since_minutes: float | None,
-    limit: int = 200,
-) -> list[dict[str, Any]]:
-    query = sa.select(audit_log.c.seq, audit_log.c.record)
+    agent: str | None = None,
+    tool: str | None = None,
+    decision: str | None = None,
+    kind: str | None = None,
+    since_minutes: float | None = None,
+    upto: int | None = None,
+    offset: int = 0,
+    size: int = 50,
+) -> AuditPage:
+    """One page of the decision log's records that match the filters."""
+    where = []
     for column, value in (
         (audit_log.c.agent, agent),
         (audit_log.c.tool, tool),
@@ -124,12 +144,70 @@ def audit_search(
         (audit_log.c.kind, kind),
     ):
         if value:
-            query = query.where(column == value)
+            where.append(column == value)
     if since_minutes:
-        query = query.where(audit_log.c.ts >= time.time() - since_minutes * 60)
+        where.append(audit_log.c.ts >= _clock.now() - since_minutes * 60)
     with store.read() as conn:
-        rows = conn.execute(query.order_by(audit_log.c.seq.desc()).limit(limit)).all()
-    return [{"seq": s, **orjson.loads(r)} for s, r in rows]
+        head = int(conn.execute(sa.select(state.c.head_seq)).scalar() or 0)
+        upto = head if upto is None or not 0 <= upto <= head else upto
+        where.append(audit_log.c.seq <= upto)
+        if len(where) == 1:  # no filter: seqs run 1..upto without gaps (verify checks it)
+            total, capped = upto, False
+        else:
+            matches = sa.select(audit_log.c.seq).where(*where).limit(AUDIT_COUNT_MOST + 1)
+            total = int(
+                conn.execute(sa.select(sa.func.count()).select_from(matches.subquery())).scalar()
+                or 0
+            )
+            capped = total > AUDIT_COUNT_MOST
+            total = min(total, AUDIT_COUNT_MOST)
+        rows = conn.execute(
+            sa.select(audit_log.c.seq, audit_log.c.record)
+            .where(*where)
+            .order_by(audit_log.c.seq.desc())
+            .offset(offset)
+            .limit(size)
+        ).all()
+    return AuditPage([{"seq": s, **orjson.loads(r)} for s, r in rows], total, capped, upto)
+
+
+def queue_depth(store: Store, queues: list[str], now: float) -> list[dict[str, Any]]:
+    """Per queue: items pending, the oldest one's age, how many are past their SLA and by
+    how long the worst is overdue. Every queue the policy names is listed, empty or not."""
+    c = review_items.c
+    late = c.sla_due <= now
+    with store.read() as conn:
+        rows = conn.execute(
+            sa.select(
+                c.queue,
+                sa.func.count(),
+                sa.func.min(c.created_at),
+                sa.func.sum(sa.case((late, 1), else_=0)),
+                sa.func.min(sa.case((late, c.sla_due), else_=None)),
+            )
+            .where(c.status == "pending")
+            .group_by(c.queue)
+        ).all()
+    found = {q: (n, oldest, int(breached or 0), worst) for q, n, oldest, breached, worst in rows}
+    out = []
+    for queue in sorted(set(queues) | set(found)):
+        n, oldest, breached, worst = found.get(queue, (0, None, 0, None))
+        out.append(
+            {
+                "queue": queue,
+                "pending": n,
+                "oldest_age": None if oldest is None else now - oldest,
+                "breached": breached,
+                "worst_overdue": None if worst is None else now - worst,
+            }
+        )
+    return sorted(out, key=lambda r: (-r["pending"], r["queue"]))
+
+
+def shadow_version(store: Store) -> str | None:
+    """The version evaluated beside the active one without being enforced, if any."""
+    with store.read() as conn:
+        return conn.execute(sa.select(state.c.shadow_version)).scalar()
 
 
 def policy_history(store: Store) -> tuple[str | None, list[dict[str, Any]]]:

@@ -29,11 +29,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from .. import _clock
-from .._canonical import canonical
 from .._errors import ConfigError, StoreError
 from .._extras import missing
 from . import schema
-from .chain import FORMAT, header_v2, link
+from .chain import FORMAT, encode, header_v3, link
 from .notify import WakeHub
 from .pool import Writer, WriterPool
 
@@ -62,15 +61,20 @@ _second: tuple[int, str] = (-1, "")  # the last whole second formatted, and its 
 
 
 def _iso_time(ts: float) -> str:
-    """``ts`` as ISO 8601 UTC with microseconds; the date and time of day are formatted once
-    a second (a datetime round trip costs about a microsecond per record). The cache is
-    one tuple, swapped whole, so threads never see a second with another's text."""
+    """``ts`` as ISO 8601 UTC with microseconds, as ``datetime`` would write it (rounded
+    to the nearest microsecond, so ``time`` and ``ts`` agree for whoever reads both); the
+    date and time of day are formatted once a second (a datetime round trip costs about a
+    microsecond per record). The cache is one tuple, swapped whole, so threads never see a
+    second with another's text."""
     global _second
-    whole = int(ts)
+    whole = int(ts // 1)
+    micros = round((ts - whole) * 1e6)
+    if micros == 1_000_000:
+        whole, micros = whole + 1, 0
     cached = _second
     if cached[0] != whole:
         cached = _second = (whole, datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
-    return f"{cached[1]}.{int((ts - whole) * 1e6):06d}+00:00"
+    return f"{cached[1]}.{micros:06d}+00:00"
 
 
 class WriteTx:
@@ -131,8 +135,8 @@ class WriteTx:
             "decision": decision,
             **body,
         }
-        data = canonical(record)
-        digest = link(self.head_hash, header_v2(seq, rid, now, kind, agent, tool, decision), data)
+        data = encode(record)
+        digest = link(self.head_hash, header_v3(seq, rid, now, kind, agent, tool, decision), data)
         self.sql(
             "INSERT INTO proctor_audit_log"
             " (seq, id, ts, kind, agent, tool, decision, hash, record, fmt)"

@@ -62,7 +62,8 @@ audit_log = Table(
     Column("hash", String(64), nullable=False),
     Column("record", Text, nullable=False),
     # 0007: how the record's digest was computed (1: seq and indexed columns in the header;
-    # 2: the record id and time as well). Old records keep verifying under their format.
+    # 2: the record id and time as well; 3: the format too, and the record in RFC 8785
+    # form; store/chain.py). Old records keep verifying under their format.
     Column("fmt", SmallInteger, nullable=False, server_default="1"),
 )
 # No secondary index at all: each one is a page written on every decision's commit (a

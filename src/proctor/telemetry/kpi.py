@@ -165,7 +165,8 @@ def compute(
             verdicts[rule]["approved"] += 1
         elif row.status == "rejected":
             verdicts[rule]["rejected"] += 1
-        if row.status == "approved" and row.run_id in completed:
+        # an approved approval that never ran; an approved QA sample has nothing to run
+        if row.status == "approved" and row.kind != "sample" and row.run_id in completed:
             silent.add(row.run_id)
     overdue = sum(
         1

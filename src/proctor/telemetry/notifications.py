@@ -145,9 +145,6 @@ def deliver_due(
     """Send what is due (leasing it first), then record each result."""
     now = _clock.now() if now is None else now
     started = time.monotonic()
-    if send is send_apprise and importlib.util.find_spec("apprise") is None:
-        _warn_once("notifications wait in the outbox: pip install 'proctor[notify]' to send them")
-        return Delivery()  # kept pending, sent once the extra is installed
     with store.read() as conn:  # a cheap look first: most rounds find nothing to send
         due = conn.execute(
             sa.select(notifications.c.id)
@@ -156,6 +153,9 @@ def deliver_due(
         ).first()
     if due is None:
         return Delivery()
+    if send is send_apprise and importlib.util.find_spec("apprise") is None:
+        _warn_once("notifications wait in the outbox: pip install 'proctor[notify]' to send them")
+        return Delivery()  # kept pending, sent once the extra is installed
     with store.write() as tx:
         rows = tx.sql(
             "SELECT id, url, severity, title, body, attempts, target, source"

@@ -216,7 +216,8 @@ def _queues(overdue: Sequence[Any], now: float) -> list[dict[str, Any]]:
             "breaching_queue",
             "critical" if len(late) >= 5 or max(late) >= 3600 else "warning",
             f"queue {queue} is past its SLA",
-            f"{len(late)} items waiting past their SLA, the oldest by {max(late) / 60:.0f} min",
+            f"{_count(len(late), 'item')} waiting past their SLA,"
+            f" the oldest by {_duration(max(late))}",
             len(late),
             now,
             now,
@@ -264,3 +265,18 @@ def _alerts(store: Store, now: float) -> list[dict[str, Any]]:
         for a in alert_states(store)
         if a["state"] == "firing"
     ]
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _duration(seconds: float) -> str:
+    """A span for people: 45 s, 12 min, 3.5 h, 2.9 days."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
