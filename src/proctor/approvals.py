@@ -38,9 +38,11 @@ if TYPE_CHECKING:
 
 
 def pending_error(item_id: str, reason: str, verdict: Verdict | None = None) -> ReviewPending:
+    """The message names the item and how to decide it, so whoever reads it can act."""
     d = verdict.decision if verdict is not None else None
     return ReviewPending(
-        reason,
+        f"{reason.rstrip('. ')}. Decide it in the console, or:"
+        f" proctor queue approve {item_id} --by NAME",
         item_id=item_id,
         rule_ids=d.rule_ids if d else (),
         decision_id=verdict.id if verdict else None,
@@ -59,7 +61,9 @@ def answer(px: Proctor, spec: ToolSpec, verdict: Verdict, run: Run | None) -> Re
     d = verdict.decision
     if spec.wait == 0:
         raise pending_error(
-            item_id, f"waiting for a human in queue '{d.queue}': {d.reason}", verdict
+            item_id,
+            f"review item {item_id} waits for a human in queue '{d.queue}': {d.reason}",
+            verdict,
         )
     give_up = time.monotonic() + spec.wait if spec.wait is not None else None
     while True:
