@@ -59,7 +59,7 @@ def answer(px: Proctor, spec: ToolSpec, verdict: Verdict, run: Run | None) -> Re
     if item_id is None:
         raise Denied("the review item could not be opened", decision_id=verdict.id)
     d = verdict.decision
-    if spec.wait == 0:
+    if spec.wait == 0 and px.backend.status(item_id) == "pending":
         raise pending_error(
             item_id,
             f"review item {item_id} waits for a human in queue '{d.queue}': {d.reason}",

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import ConfigError, Conflict, Denied, InDoubt, StillRunning
 from .approvals import (
+    CLAIM_WAIT,
     Granted,
     answer,
     claim_grant,
@@ -170,6 +171,9 @@ def prepare(px: Proctor, call: Call, wait: float | None) -> Prepared:
     if call.executed:
         raise Conflict(f"call {call.id} was already executed by this handle")
     give_up = None if wait is None else time.monotonic() + wait
+    # Another runner on the same call finishes in moments: waiting for it is not waiting
+    # for a human, so even wait=0 waits for it (up to the claim's own bound).
+    busy_until = time.monotonic() + (wait if wait else CLAIM_WAIT)
     pause = BUSY_POLL[0]
     while True:
         verdict, state = call.verdict, call.verdict.call
@@ -186,7 +190,7 @@ def prepare(px: Proctor, call: Call, wait: float | None) -> Prepared:
         if state is not None and state.status == "done":
             return Prepared(call, done=True, result=state.result)
         if state is not None and state.status == "busy":
-            left = _left(give_up, px.lease_seconds * 2)
+            left = busy_until - time.monotonic()
             if left <= 0:
                 raise StillRunning(
                     f"call {call.key!r} is being run by another runner, which still holds"
@@ -220,10 +224,6 @@ def prepare(px: Proctor, call: Call, wait: float | None) -> Prepared:
                 return Prepared(call, done=True, result=px.recorded_result(item.id))
             return Prepared(call, granted=granted)
         return Prepared(call)
-
-
-def _left(give_up: float | None, default: float) -> float:
-    return default if give_up is None else give_up - time.monotonic()
 
 
 def _left_or_none(give_up: float | None) -> float | None:

@@ -321,7 +321,13 @@ class Gate:
             "claimed": f"call {row['key']!r} is this caller's own claim",
         }[state.status]
         kind = "review" if state.status == "pending" else "allow"
-        decision = Decision(kind, (CALL_REPEAT,), reason, tx.policy_version)
+        queue = None
+        if state.status == "pending":
+            found = tx.sql(
+                "SELECT queue FROM proctor_review_items WHERE id = ?", (row["item_id"],)
+            ).fetchone()
+            queue = found[0] if found is not None else None
+        decision = Decision(kind, (CALL_REPEAT,), reason, tx.policy_version, queue=queue)
         if state.status == "done":
             rec = tx.append(
                 "call.repeat",
@@ -330,7 +336,9 @@ class Gate:
                 tool=action.tool,
             )
             self.calls.add_seq(tx, row["id"], rec.seq)
-        return Verdict(decision, row["decision_id"], None, row["item_id"], call=state)
+        return Verdict(
+            decision, row["decision_id"], row["decision_seq"], row["item_id"], call=state
+        )
 
     def _conflict(
         self,
@@ -624,7 +632,7 @@ class Gate:
                 opened = self.open_item(
                     tx,
                     kind,
-                    decision,
+                    _why_item(kind, decision, action, error),
                     action,
                     decision_id=verdict.id or "",
                     decision_seq=verdict.seq or 0,
@@ -796,6 +804,20 @@ def _invalid_options(offered: list[tuple[Action, dict[str, Any]]]) -> str | None
         if found is not None:
             return found
     return None
+
+
+def _why_item(
+    kind: str, decision: Decision, action: Action, error: BaseException | None
+) -> Decision:
+    """The decision an item opened after the call ran says why a person sees it."""
+    failure = f"{error_type(error)}: {_error_text(error)}" if error is not None else ""
+    if kind == "settle":
+        reason = f"{action.tool} may or may not have happened ({failure}); a person settles it"
+        return replace(decision, rule_ids=("call-unknown",), reason=reason)
+    if kind == "exception":
+        reason = f"{action.tool} failed ({failure}); its rule sends failures to a person"
+        return replace(decision, reason=reason)
+    return decision
 
 
 def _timeouts(policy: CompiledPolicy | None, queue: str | None) -> tuple[float, str]:

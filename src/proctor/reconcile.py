@@ -102,7 +102,9 @@ def reconcile(px: Proctor, call: Call) -> Call:
     assert state is not None and call.id is not None
     lookup = call.spec.lookup
     if lookup is None:
-        raise raise_in_doubt(call, "its tool has no lookup", state.item_id)
+        why = "its tool has no lookup to settle it"
+        item_id = state.item_id or px.backend.escalate_call(call.id, why)
+        raise raise_in_doubt(call, why, item_id)
     token = secrets.token_hex(16)
     found = ask(lookup, call)
     settled = px.backend.settle_call(call.id, replace(found, token=token, owner=call.owner))

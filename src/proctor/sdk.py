@@ -133,6 +133,13 @@ class ReviewsAPI:
         """Pick option ``option`` (0-based) of a choice item."""
         return self._px.backend.review("choose", item_id, by, option=option, note=note)
 
+    def settle(
+        self, item_id: str, *, by: str = "", happened: bool, note: str | None = None
+    ) -> ReviewItem:
+        """Settle a call that may or may not have happened (a ``settle`` item): it did (the
+        call is closed), or it did not (its next repeat runs it, once)."""
+        return self._px.backend.review("settle", item_id, by, happened=happened, note=note)
+
     def sweep(self) -> builtins.list[str]:
         """Apply review timeouts (expire or escalate) and flag runs whose runner died."""
         return self._px.backend.sweep()
@@ -418,9 +425,7 @@ class Proctor:
         name = agent or (enclosing.agent if enclosing is not None else None)
         if name is None:
             raise ConfigError("px.run() needs agent= (or an enclosing run to inherit it from)")
-        if parent is not None:
-            if enclosing is not None:
-                raise ConfigError("parent= is for a run started outside any other run")
+        if parent is not None:  # an explicit parent, from another process: it wins
             return Run(
                 agent=name,
                 context=context,

@@ -37,6 +37,8 @@ def receipt(store: Store, call_id: str) -> dict[str, Any]:
                 "error": row.result_error,
             }
             item_id = row.item_id
+            if seqs:  # review events about it (a settle item, say) name the call's id
+                seqs += _naming(conn, row.id, seqs[0])
         else:
             found = conn.execute(
                 sa.select(audit_log.c.seq).where(

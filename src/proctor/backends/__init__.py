@@ -83,6 +83,10 @@ class Backend(Protocol):
         with ``settlement.token``), anything else keeps it unknown and asks a person."""
         ...
 
+    def escalate_call(self, call_id: str, why: str) -> str:
+        """Put an unknown call in front of a person (a ``settle`` item, one per call)."""
+        ...
+
     def lineage(self, run_id: str) -> list[str]:
         """A run and the runs it descends from, as recorded."""
         ...

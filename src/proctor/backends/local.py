@@ -118,6 +118,9 @@ class LocalBackend:
     def settle_call(self, call_id: str, settlement: Settlement) -> CallState:
         return self.service.settling.by_lookup(call_id, settlement)
 
+    def escalate_call(self, call_id: str, why: str) -> str:
+        return self.service.settling.by_agent(call_id, why)
+
     def lineage(self, run_id: str) -> list[str]:
         with self.store.write() as tx:
             return holds.lineage(tx, run_id)

@@ -300,6 +300,10 @@ class RemoteBackend:
         }
         return call_from_wire(self._call("POST", f"/api/v1/calls/{call_id}/settle", body))
 
+    def escalate_call(self, call_id: str, why: str) -> str:
+        answer = self._call("POST", f"/api/v1/calls/{call_id}/escalate", {"why": why[:2000]})
+        return str(answer["item_id"])
+
     def lineage(self, run_id: str) -> list[str]:
         return [str(r) for r in self._call("GET", f"/api/v1/runs/{run_id}/lineage")["runs"]]
 

@@ -31,7 +31,8 @@ from .leases import certainly_dead, token_hash
 DEFAULT_RETENTION = 7 * 86400.0
 MAX_KEY = 200
 _COLUMNS = (
-    "id, agent, tool, key, args_digest, status, attempts, decision_id, item_id, result,"
+    "id, agent, tool, key, args_digest, status, attempts, decision_id, decision_seq, item_id,"
+    " result,"
     " result_error, claim_token, claim_owner, lease_expires_at, retried, seqs, created_at"
 )
 
@@ -167,9 +168,9 @@ class Calls:
             call_id = os.urandom(16).hex()
             tx.sql(
                 "INSERT INTO proctor_calls (id, agent, tool, key, args_digest, status, attempts,"
-                " decision_id, item_id, claim_token, claim_owner, lease_expires_at, seqs,"
-                " created_at, updated_at, expires_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " decision_id, decision_seq, item_id, claim_token, claim_owner, lease_expires_at,"
+                " seqs, created_at, updated_at, expires_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     call_id,
                     agent,
@@ -179,6 +180,7 @@ class Calls:
                     stored,
                     1 if claimed else 0,
                     decision_id,
+                    decision_seq,
                     item_id,
                     token,
                     ref.owner[:200] if claimed else None,
@@ -192,13 +194,14 @@ class Calls:
             return CallState(call_id, ref.key, status, lease_seconds=self.lease_seconds)
         tx.sql(
             "UPDATE proctor_calls SET status = ?, attempts = attempts + ?, decision_id = ?,"
-            " item_id = ?, claim_token = ?, claim_owner = ?, lease_expires_at = ?,"
+            " decision_seq = ?, item_id = ?, claim_token = ?, claim_owner = ?, lease_expires_at = ?,"
             " result = NULL, result_error = NULL, seqs = ?, updated_at = ?, expires_at = ?"
             " WHERE id = ?",
             (
                 stored,
                 1 if claimed else 0,
                 decision_id,
+                decision_seq,
                 item_id,
                 token,
                 ref.owner[:200] if claimed else None,

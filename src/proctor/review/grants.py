@@ -189,6 +189,18 @@ class Grants:
             kind = getattr(error, "error_type", None) or type(error).__name__  # remote reports
             fields.update(status="failed", result_error=storable_text(f"{kind}: {error}")[:1000])
         update(tx, item_id, **fields)
+        if item.get("call_id"):  # the call this item decided is finished with it
+            tx.sql(
+                "UPDATE proctor_calls SET status = ?, result = ?, result_error = ?, updated_at = ?"
+                " WHERE id = ?",
+                (
+                    fields["status"],
+                    fields.get("result"),
+                    fields.get("result_error"),
+                    _clock.now(),
+                    item["call_id"],
+                ),
+            )
         if status == "in_doubt":  # its runner was alive after all: its word settles it
             log(tx, "grant.settled", item, by="runner", outcome=fields["status"])
         tx.wake(item_id)

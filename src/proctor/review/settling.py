@@ -21,6 +21,8 @@ from ..policy import Action, Decision
 from ..store import WriteTx
 from .rows import load, log, open_for_decision, update
 
+SYSTEM = "proctor"
+
 if TYPE_CHECKING:
     from ..gate import Gate
 
@@ -55,6 +57,7 @@ class Settling:
             )
             self.calls.add_seq(tx, call_id, rec.seq)
             if found.answer in ("committed", "not_committed"):
+                self._close_items(tx, row, f"settled by its tool's lookup: {found.answer}")
                 state = self.calls.settle(
                     tx,
                     row,
@@ -69,6 +72,27 @@ class Settling:
             why = f"its lookup answered {found.answer}: {found.evidence or 'no detail'}"
             item_id = self.escalate(tx, row, why)
             return CallState(call_id, row["key"], "unknown", error=why, item_id=item_id)
+
+    def _close_items(self, tx: WriteTx, row: dict[str, Any], why: str) -> None:
+        """Settle items left open for a call that got settled another way."""
+        for (item_id,) in tx.sql(
+            "SELECT id FROM proctor_review_items WHERE call_id = ? AND kind = 'settle'"
+            " AND status = 'pending'",
+            (row["id"],),
+        ).fetchall():
+            item = load(tx, item_id)
+            update(tx, item_id, status="done", decided_by=SYSTEM, decided_at=_clock.now(), note=why)
+            log(tx, "review.settle", item, by=SYSTEM, note=why, call_id=row["id"])
+
+    def by_agent(self, call_id: str, why: str) -> str:
+        """An agent without a lookup asks a person to settle its unknown call."""
+        with self.store.write() as tx:
+            row = self.calls.get(tx, call_id)
+            if row is None:
+                raise NotFound(f"no call {call_id!r}")
+            if row["status"] != "unknown":
+                raise InvalidRequest(f"call {call_id} is {row['status']}, not unknown")
+            return self.escalate(tx, row, why)
 
     def escalate(self, tx: WriteTx, row: dict[str, Any], why: str) -> str:
         """A ``settle`` item for a person (one at a time per call)."""

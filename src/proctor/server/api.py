@@ -45,6 +45,7 @@ from .schemas import (
     ChooseIn,
     ClaimIn,
     EditIn,
+    EscalateCallIn,
     EscalateIn,
     LeaseIn,
     OutcomeIn,
@@ -407,6 +408,14 @@ def settle_call(call_id: str, body: SettlementIn, who: Who, request: Request) ->
         Settlement(body.answer, body.result, body.evidence, body.token, body.owner),
     )
     return call_to_wire(state)
+
+
+@router.post("/calls/{call_id}/escalate", tags=["agents"])
+def escalate_call(call_id: str, body: EscalateCallIn, who: Who, request: Request) -> Any:
+    """An agent without a lookup asks a person to settle its unknown call."""
+    px = _px(request)
+    _call_of(px, who, call_id)
+    return {"item_id": _local(px).escalate_call(call_id, body.why)}
 
 
 @router.get("/calls/{call_id}", tags=["audit"])

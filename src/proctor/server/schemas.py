@@ -122,6 +122,10 @@ class SettlementIn(_In):
     owner: str | None = Field(default=None, max_length=300)
 
 
+class EscalateCallIn(_In):
+    why: str = Field(min_length=1, max_length=2000)
+
+
 class SettleIn(_In):
     happened: bool
     note: str | None = Field(default=None, max_length=4000)

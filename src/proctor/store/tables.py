@@ -143,6 +143,7 @@ calls = Table(
     Column("status", String(16), nullable=False),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("decision_id", String(32), nullable=True),
+    Column("decision_seq", BigInteger, nullable=True),
     Column("item_id", String(32), nullable=True),
     Column("result", Text, nullable=True),
     Column("result_error", Text, nullable=True),

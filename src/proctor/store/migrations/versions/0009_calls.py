@@ -25,6 +25,7 @@ def upgrade() -> None:
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
         sa.Column("decision_id", sa.String(32), nullable=True),
+        sa.Column("decision_seq", sa.BigInteger, nullable=True),
         sa.Column("item_id", sa.String(32), nullable=True),
         sa.Column("result", sa.Text, nullable=True),
         sa.Column("result_error", sa.Text, nullable=True),
