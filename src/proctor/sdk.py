@@ -31,6 +31,16 @@ from .tools import UNSET, ToolSpec, make_spec, wrap
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _retention() -> float:
+    from .policy.durations import parse_duration
+
+    raw = setting("call_retention")
+    try:
+        return parse_duration(raw)
+    except ValueError as exc:
+        raise ConfigError(f"PROCTOR_CALL_RETENTION: {exc}") from exc
+
+
 def _spec_of(tool: Callable[..., Any]) -> ToolSpec:
     spec = getattr(tool, "__proctor_tool__", None)
     if not isinstance(spec, ToolSpec):
@@ -195,7 +205,10 @@ class Proctor:
                 pool_size=int_setting("pool_size"),
             )
             self.backend = LocalBackend(
-                store, max_args_bytes=max_args_bytes, lease_seconds=self.lease_seconds
+                store,
+                max_args_bytes=max_args_bytes,
+                lease_seconds=self.lease_seconds,
+                call_retention=_retention(),
             )
         self.heartbeat = Heartbeat(self._renew)
         self.policy = PolicyAPI(self)
