@@ -194,8 +194,9 @@ class Calls:
             return CallState(call_id, ref.key, status, lease_seconds=self.lease_seconds)
         tx.sql(
             "UPDATE proctor_calls SET status = ?, attempts = attempts + ?, decision_id = ?,"
-            " decision_seq = ?, item_id = ?, claim_token = ?, claim_owner = ?, lease_expires_at = ?,"
-            " result = NULL, result_error = NULL, seqs = ?, updated_at = ?, expires_at = ?"
+            " decision_seq = ?, item_id = ?, claim_token = ?, claim_owner = ?,"
+            " lease_expires_at = ?, result = NULL, result_error = NULL, seqs = ?,"
+            " updated_at = ?, expires_at = ?"
             " WHERE id = ?",
             (
                 stored,
