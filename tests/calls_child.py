@@ -37,9 +37,12 @@ def main() -> None:
             fh.write(f"{order_id} {amount}\n")
         if mode == "die-after-effect":
             os.kill(os.getpid(), signal.SIGKILL)  # the effect happened; no outcome recorded
+        if mode == "hang-in-body":
+            say(event="in-body")
+            signal.pause()  # until the test kills it
         return f"refunded {amount} on {order_id}"
 
-    @px.tool(agent="bot", wait=0)
+    @px.tool(agent="bot", wait=30 if mode == "sub-run-waits" else 0)
     def ship(order_id: str) -> str:
         with open(out + ".effects", "a") as fh:
             fh.write(f"ship {order_id}\n")
@@ -49,11 +52,12 @@ def main() -> None:
         for n in range(int(sys.argv[4])):
             refund(f"A-{n % 50}", 10.0)
         say(event="done")
-    elif mode == "die-after-effect":
+    elif mode in ("die-after-effect", "hang-in-body"):
         say(event="calling")
         refund("A-1", 20.0)
-    elif mode == "sub-run":  # a delegated sub-agent working for run PARENT
+    elif mode in ("sub-run", "sub-run-waits"):  # a delegated sub-agent working for PARENT
         with px.run(agent="bot", parent=sys.argv[4]):
+            say(event="asking")
             try:
                 say(event="ran", result=ship("S-1"))
             except Denied as refused:

@@ -265,6 +265,75 @@ def test_an_ambiguous_error_makes_the_call_unknown(cpx: Proctor) -> None:
     assert [i.kind for i in cpx.reviews.list()] == ["settle"]
 
 
+def test_the_sweeper_finds_a_runner_that_died_after_it_passed_its_call(
+    cpx: Proctor, db_url: str, tmp_path: Path
+) -> None:
+    """The sweeper reads only calls decided since its last round, and the in-flight ones it
+    passed: a call that failed, was swept past, then claimed again by a runner that died
+    mid-body, still goes unknown and then to a person."""
+
+    @cpx.tool(agent="bot", key="order_id", wait=0)
+    def refund(order_id: str, amount: float) -> str:
+        raise ValueError("card declined")  # known not to have committed: "failed"
+
+    with pytest.raises(ValueError, match="declined"):
+        refund("A-1", 20.0)
+    assert cpx.reviews.sweep() == []  # its mark passes the failed call
+    out = tmp_path / "hung"
+    child = spawn("hang-in-body", db_url, out)
+    assert child.stdout is not None
+    assert json.loads(child.stdout.readline()) == {"event": "calling"}
+    assert json.loads(child.stdout.readline()) == {"event": "in-body"}
+    try:
+        assert cpx.reviews.sweep() == []  # its runner is alive and holds the lease
+        for n in range(3):  # newer calls: the mark moves past the running one
+            with pytest.raises(ValueError, match="declined"):
+                refund(f"B-{n}", 1.0)
+        assert cpx.reviews.sweep() == []
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()
+    time.sleep(1.2)  # its lease (1 s) lapses
+    (unknown,) = cpx.reviews.sweep()
+    assert records(cpx, "call.unknown")[-1]["call_id"] == unknown
+    time.sleep(1.1)  # the grace period: no lookup settled it, so a person is asked
+    assert cpx.reviews.sweep() == [unknown]
+    (item,) = cpx.reviews.list()
+    assert (item.kind, item.call_id) == ("settle", unknown)
+    assert effects(out) == ["A-1 20.0"]
+
+
+def test_calls_past_their_retention_are_forgotten_but_never_one_in_flight(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROCTOR_LEASE_SECONDS", "1")
+    monkeypatch.setenv("PROCTOR_CALL_RETENTION", "1s")
+    px = Proctor(db_url)
+    try:
+        px.policy.apply(POLICY)
+
+        @px.tool(agent="bot", key="q", ambiguous=(TimeoutError,))
+        def lookup(q: str) -> str:
+            if q == "slow":
+                raise TimeoutError("upstream timed out")
+            return q.upper()
+
+        for q in ("a", "b", "c"):
+            assert lookup(q) == q.upper()
+        with pytest.raises(TimeoutError):
+            lookup("slow")  # unknown: in flight until settled
+        time.sleep(1.1)
+        assert lookup("d") == "D"  # the newest row
+        px.reviews.sweep()
+        with px.store.read() as conn:
+            kept = conn.execute(sa.text("SELECT key, status FROM proctor_calls ORDER BY n")).all()
+        assert [tuple(r) for r in kept] == [("q=slow", "unknown"), ("q=d", "done")]
+        assert lookup("a") == "A"  # forgotten: a new call, run again
+    finally:
+        px.close()
+
+
 # -- holds that cannot be raced -----------------------------------------------------------
 
 
@@ -348,14 +417,45 @@ def test_a_sub_run_elsewhere_is_held_and_then_refused_by_its_parent(
         out = tmp_path / "sub"
         held = json.loads(rest_of(spawn("sub-run", db_url, out, parent.id)).splitlines()[-1])
         assert held["event"] == "refused" and held["rules"] == ["run-held"]
-        assert effects(out) == []
+        waiting = spawn("sub-run-waits", db_url, out, parent.id)
+        assert waiting.stdout is not None
+        assert json.loads(waiting.stdout.readline()) == {"event": "asking"}
+        deadline = time.monotonic() + 20
+        while not [d for d in records(cpx, "decision") if d.get("held_by")][1:]:
+            assert time.monotonic() < deadline, "the waiting sub-run was never decided"
+            time.sleep(0.05)
         cpx.reviews.reject(
             pending.value.item_id, by="ana", reason="the customer was refunded already"
         )
-        refused = json.loads(rest_of(spawn("sub-run", db_url, out, parent.id)).splitlines()[-1])
+        refused = json.loads(rest_of(waiting).splitlines()[-1])
         assert refused["event"] == "refused" and refused["rules"] == ["run-rejected"]
         assert "refunded already" in refused["reason"]
         assert effects(out) == []
+        # Work delegated after the rejection was known is a new decision of its own.
+        after = json.loads(rest_of(spawn("sub-run", db_url, out, parent.id)).splitlines()[-1])
+        assert after == {"event": "ran", "result": "shipped S-1"}
+
+
+def test_a_call_made_after_a_rejection_is_its_own_decision(cpx: Proctor) -> None:
+    """Only the work that waited on a rejected item is refused: the agent that learned of
+    the rejection may go on (tell the customer, try another way)."""
+    sent: list[str] = []
+
+    @cpx.tool(agent="bot", wait=0)
+    def refund(order_id: str, amount: float) -> str:
+        return "refunded"
+
+    @cpx.tool(agent="bot", wait=0)
+    def lookup(q: str) -> str:
+        sent.append(q)
+        return q
+
+    with cpx.run(agent="bot"):
+        with pytest.raises(ReviewPending) as pending:
+            refund("P-1", 900.0)
+        cpx.reviews.reject(pending.value.item_id, by="ana", reason="not this one")
+        assert lookup("tell the customer") == "tell the customer"
+    assert sent == ["tell the customer"]
 
 
 def test_a_person_settles_from_the_cli_and_reads_the_receipt(

@@ -6,13 +6,15 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.test_calls import records
 from tests.test_server_process import Server, free_port
 
-from proctor import Conflict, Denied, InDoubt, ReviewPending
+from proctor import Conflict, Denied, InDoubt, Proctor, ReviewPending
 from proctor.reconcile import NotCommitted
 
 POLICY = """
@@ -148,7 +150,7 @@ def test_unknown_outcomes_are_reconciled_over_http(server: Server) -> None:
     agent.close()
 
 
-def test_holds_reach_a_sub_run_started_elsewhere(server: Server) -> None:
+def test_holds_reach_a_sub_run_started_elsewhere(server: Server, db_url: str) -> None:
     token = server.token("agent", "runner", agents="bot")
     parent_agent, sub_agent = server.client(token), server.client(token)
     reviewer = server.client(server.token("reviewer", "ana", queues="billing"))
@@ -161,6 +163,19 @@ def test_holds_reach_a_sub_run_started_elsewhere(server: Server) -> None:
     def ship(order_id: str) -> str:
         raise AssertionError("held work must not run")
 
+    @sub_agent.tool(agent="bot", wait=30)
+    def lookup(q: str) -> str:
+        raise AssertionError("held work must not run")
+
+    outcome: list[BaseException] = []
+
+    def delegated(parent_id: str) -> None:
+        with sub_agent.run(agent="bot", parent=parent_id):
+            try:
+                lookup("S-2")
+            except Denied as refused:
+                outcome.append(refused)
+
     with parent_agent.run(agent="bot") as parent:
         with pytest.raises(ReviewPending) as pending:
             refund("P-1", 900.0)
@@ -168,10 +183,17 @@ def test_holds_reach_a_sub_run_started_elsewhere(server: Server) -> None:
             with pytest.raises(Denied) as held:
                 ship("S-1")
             assert held.value.rule_ids == ("run-held",)
-            reviewer.reviews.reject(pending.value.item_id, reason="already refunded")
-            with pytest.raises(Denied) as refused:
-                ship("S-1")
-            assert refused.value.rule_ids == ("run-rejected",)
-            assert "already refunded" in refused.value.reason
-    for px in (parent_agent, sub_agent, reviewer):
-        px.close()
+        waiter = threading.Thread(target=delegated, args=(parent.id,))
+        waiter.start()
+        with Proctor(db_url) as watcher:  # the waiting sub-run's call is decided, and held
+            deadline = time.monotonic() + 20
+            while len([d for d in records(watcher, "decision") if d.get("held_by")]) < 2:
+                assert time.monotonic() < deadline, "the waiting sub-run was never decided"
+                time.sleep(0.05)
+        reviewer.reviews.reject(pending.value.item_id, reason="already refunded")
+        waiter.join(timeout=30)
+        (refused,) = outcome
+        assert isinstance(refused, Denied) and refused.rule_ids == ("run-rejected",)
+        assert "already refunded" in refused.reason
+    for client in (parent_agent, sub_agent, reviewer):
+        client.close()

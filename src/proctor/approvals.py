@@ -78,7 +78,9 @@ def answer(px: Proctor, spec: ToolSpec, verdict: Verdict, run: Run | None) -> Re
             if status == "pending" and (give_up is None or time.monotonic() < give_up):
                 continue  # escalated: keep waiting on the next queue
         if status == "pending":
-            raise pending_error(item_id, f"no reviewer has decided yet (item {item_id})", verdict)
+            raise pending_error(
+                item_id, f"no reviewer has decided review item {item_id} yet", verdict
+            )
         item = px.backend.item(item_id)
         return _settled(item, verdict)
 

@@ -9,7 +9,7 @@ thread and only await the body itself.
 from __future__ import annotations
 
 import asyncio
-import secrets
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +30,7 @@ from .approvals import (
 from .execution.calls import CallRef
 from .execution.leases import owner_id
 from .gate import RUN_HELD, CallOutcome, Verdict
+from .heartbeat import Held
 from .policy import Action, Decision
 from .reconcile import is_ambiguous, reconcile
 from .runs import Run
@@ -78,6 +79,7 @@ class Call:
     token: str | None = field(default=None, repr=False)
     owner: str = field(default="", repr=False)
     executed: bool = field(default=False, repr=False)
+    waited_on: tuple[str, ...] = field(default=(), repr=False)  # items that held it
 
     @property
     def id(self) -> str | None:
@@ -124,7 +126,7 @@ def decide(
 ) -> Call:
     action, run = spec.action(args, kwargs)
     key = key or _CALL_ID.get() or spec.key_for(action.args)
-    token = secrets.token_hex(16) if key is not None else None
+    token = os.urandom(16).hex() if key is not None else None
     call = Call(
         action.agent,
         action.tool,
@@ -145,11 +147,17 @@ def _ref(key: str | None, token: str | None, owner: str) -> CallRef | None:
 
 
 def redecide(px: Proctor, call: Call) -> Call:
-    """Ask again: after a hold cleared, or while another runner works on the same call."""
+    """Ask again: after a hold cleared, or while another runner works on the same call. A
+    rejection of an item that held it refuses it (it depended on that item)."""
+    waited_on = tuple(dict.fromkeys((*call.waited_on, *call.verdict.held_by)))
     verdict = px.backend.decide(
-        call.action(), call.run, call.spec.params, _ref(call.key, call.token, call.owner)
+        call.action(),
+        call.run,
+        call.spec.params,
+        _ref(call.key, call.token, call.owner),
+        waited_on,
     )
-    return replace(call, verdict=verdict)
+    return replace(call, verdict=verdict, waited_on=waited_on)
 
 
 # -- what a decided call needs before its body may run ------------------------------------
@@ -244,12 +252,17 @@ def run(px: Proctor, prepared: Prepared) -> Any:
         return run_sync(px, spec, prepared.granted, call.run, edited)
     args, kwargs = call.call_args
     start = time.perf_counter()
-    with _held_lease(px, call):
-        try:
-            result = spec.fn(*args, **kwargs)
-        except Exception as exc:
-            record(px, call, None, exc, start)
-            raise
+    held = _hold_lease(px, call)
+    try:
+        result = spec.fn(*args, **kwargs)
+    except Exception as exc:
+        _release(px, held)
+        record(px, call, None, exc, start)
+        raise
+    except BaseException:
+        _release(px, held)
+        raise
+    _release(px, held)
     record(px, call, result, None, start)
     return result
 
@@ -265,26 +278,35 @@ async def run_async_prepared(px: Proctor, prepared: Prepared) -> Any:
         return await run_async(px, spec, prepared.granted, call.run, edited)
     args, kwargs = call.call_args
     start = time.perf_counter()
-    with _held_lease(px, call):
-        try:
-            result = await spec.fn(*args, **kwargs)
-        except (Exception, asyncio.CancelledError) as exc:
-            # shielded: a cancelled caller must not stop the outcome from being recorded
-            await asyncio.shield(asyncio.to_thread(record, px, call, None, exc, start))
-            raise
+    held = _hold_lease(px, call)
+    try:
+        result = await spec.fn(*args, **kwargs)
+    except (Exception, asyncio.CancelledError) as exc:
+        _release(px, held)
+        # shielded: a cancelled caller must not stop the outcome from being recorded
+        await asyncio.shield(asyncio.to_thread(record, px, call, None, exc, start))
+        raise
+    except BaseException:
+        _release(px, held)
+        raise
+    _release(px, held)
     await asyncio.shield(asyncio.to_thread(record, px, call, result, None, start))
     return result
 
 
-@contextmanager
-def _held_lease(px: Proctor, call: Call) -> Iterator[None]:
-    """A claimed call's lease is renewed while its body runs."""
+def _hold_lease(px: Proctor, call: Call) -> Held | None:
+    """A claimed call's lease is renewed while its body runs (until ``_release``)."""
     state = call.verdict.call
     if state is None or call.token is None:
-        yield
-        return
-    with px.heartbeat.holding(("call", state.id), call.token, state.lease_seconds):
-        yield
+        return None
+    held: Held = ("call", state.id)
+    px.heartbeat.hold(held, call.token, state.lease_seconds)
+    return held
+
+
+def _release(px: Proctor, held: Held | None) -> None:
+    if held is not None:
+        px.heartbeat.release(held)
 
 
 def record(px: Proctor, call: Call, result: Any, error: BaseException | None, start: float) -> None:

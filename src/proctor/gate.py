@@ -136,6 +136,7 @@ class Gate:
         run: RunState | None,
         params: dict[str, Any] | None = None,
         call: CallRef | None = None,
+        waited_on: tuple[str, ...] = (),
     ) -> Verdict:
         """Evaluate and record; a store failure yields an unrecorded deny, never an allow.
 
@@ -148,7 +149,7 @@ class Gate:
         try:
             with self.store.write() as tx:
                 verdict = self._decide_in(
-                    tx, action, run, digest, len(args_bytes), params, invalid, call
+                    tx, action, run, digest, len(args_bytes), params, invalid, call, waited_on
                 )
         except StoreError as exc:
             return Verdict(refuse(f"failing closed: {exc}", STORE_UNAVAILABLE, None), None, None)
@@ -165,13 +166,16 @@ class Gate:
         run: RunState | None,
         params: dict[str, Any] | None,
         call: CallRef | None = None,
+        waited_on: tuple[str, ...] = (),
     ) -> Verdict:
         """``decide`` inside a transaction the caller holds (the server stores an
         idempotency key in the same one)."""
         action, invalid = admitted(action)
         args_bytes = canonical(action.args)
         digest = hashlib.sha256(args_bytes).hexdigest()
-        return self._decide_in(tx, action, run, digest, len(args_bytes), params, invalid, call)
+        return self._decide_in(
+            tx, action, run, digest, len(args_bytes), params, invalid, call, waited_on
+        )
 
     def _decide_in(
         self,
@@ -183,6 +187,7 @@ class Gate:
         params: dict[str, Any] | None,
         invalid: str | None = None,
         call: CallRef | None = None,
+        waited_on: tuple[str, ...] = (),
     ) -> Verdict:
         known: dict[str, Any] | None = None
         if call is not None:
@@ -194,7 +199,7 @@ class Gate:
                     return self._conflict(tx, action, run, known, str(exc))
                 if state is not None:
                     return self._repeat(tx, action, known, state)
-        hold = holds.check(tx, run.lineage) if run is not None else None
+        hold = holds.check(tx, run.lineage, waited_on=waited_on) if run is not None else None
         policy: CompiledPolicy | None = None
         controls = self.controls_for(tx)
         stopped = controls.kill_reason(action.agent)
@@ -608,6 +613,7 @@ class Gate:
         with self.store.write() as tx:
             if in_tx is not None and not in_tx(tx):
                 return None
+            outcome_seq = tx.head_seq + 1  # nothing else is appended before the outcome
             if call is not None and not self.calls.finish(
                 tx,
                 call.id,
@@ -616,6 +622,7 @@ class Gate:
                 call.result,
                 _error_text(error) if error is not None else None,
                 self.max_args_bytes,
+                outcome_seq,
             ):
                 return None
             opened = None
@@ -660,8 +667,7 @@ class Gate:
             if call is not None:
                 body["call_id"] = call.id
             rec = tx.append("outcome", body, agent=action.agent, tool=action.tool)
-            if call is not None:
-                self.calls.add_seq(tx, call.id, rec.seq)
+            assert rec.seq == outcome_seq, "the outcome is the next record after finishing"
         if run is not None:
             run.remember(action.tool, "error" if error is not None else "ok", verdict.id)
         return opened
@@ -699,6 +705,7 @@ class Gate:
         impact = action.context.get("impact")
         meta = {**(params or {}), "reversible": action.reversible, "reads": list(action.reads)}
         history = list(run.history) if run is not None else []
+        holds_run = kind in ("approval", "choice") and decision.hold_run
         tx.sql(
             "INSERT INTO proctor_review_items (id, kind, status, queue, agent, tool, decision_id,"
             " decision_seq, run_id, policy_version, rule_ids, reason, risk, args, args_digest,"
@@ -735,8 +742,9 @@ class Gate:
                 canonical(history).decode(),
                 canonical(options).decode() if options is not None else None,
                 canonical(action.args).decode() if stored.exact else None,
-                kind in ("approval", "choice") and decision.hold_run,
-                "refuse_dependents" if decision.refuse_dependents else "release",
+                holds_run,
+                # only an approval that held its run has dependents to refuse
+                "refuse_dependents" if holds_run and decision.refuse_dependents else "release",
                 call_id,
             ),
         )

@@ -31,6 +31,7 @@ class Backend(Protocol):
         run: RunState | None,
         params: dict[str, Any] | None,
         call: CallRef | None = None,
+        waited_on: tuple[str, ...] = (),
     ) -> Verdict: ...
 
     def record_outcome(

@@ -48,8 +48,9 @@ class LocalBackend:
         run: RunState | None,
         params: dict[str, Any] | None,
         call: CallRef | None = None,
+        waited_on: tuple[str, ...] = (),
     ) -> Verdict:
-        return self.gate.decide(action, run, params, call)
+        return self.gate.decide(action, run, params, call, waited_on)
 
     def record_outcome(
         self,

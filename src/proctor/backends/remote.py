@@ -162,6 +162,7 @@ class RemoteBackend:
         run: RunState | None,
         params: dict[str, Any] | None,
         call: CallRef | None = None,
+        waited_on: tuple[str, ...] = (),
     ) -> Verdict:
         safe, invalid = admitted(action)
         if invalid is not None:  # refused here, as the embedded gate would; and recorded
@@ -174,6 +175,8 @@ class RemoteBackend:
         body = _action_wire(action, run, params, idempotency_key())
         if call is not None:
             body["call"] = {"key": call.key, "token": call.token, "owner": call.owner}
+        if waited_on:
+            body["waited_on"] = list(waited_on)
         try:
             verdict = verdict_from_wire(self._call("POST", "/api/v1/actions", body))
         except StoreError as exc:

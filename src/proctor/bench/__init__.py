@@ -52,6 +52,17 @@ def bench_gate(rules: int, database: str | None, count: int, as_json: bool, trac
     _print_json(run(rules=rules, database=database, n=count))
 
 
+@bench.command("calls")
+@rules_option
+@click.option("-n", "count", type=click.IntRange(min=100), default=20000, show_default=True)
+@json_flag
+def bench_calls(rules: int, count: int, as_json: bool) -> None:
+    """What a call identity (and a run's hold check) costs a tool call on the allow path."""
+    from .calls import bench_calls as run
+
+    _print_json(run(rules=rules, n=count))
+
+
 @bench.command("policy")
 @rules_option
 @click.option("-n", "count", type=click.IntRange(min=100), default=50_000, show_default=True)

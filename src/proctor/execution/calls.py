@@ -17,7 +17,8 @@ The same identity with other arguments is refused, naming both digests.
 
 from __future__ import annotations
 
-import os
+import functools
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,10 +31,11 @@ from .leases import certainly_dead, token_hash
 
 DEFAULT_RETENTION = 7 * 86400.0
 MAX_KEY = 200
+FORGET_CHUNK = 10_000  # rows one sweep forgets at most, so a sweep stays short
 _COLUMNS = (
-    "id, agent, tool, key, args_digest, status, attempts, decision_id, decision_seq, item_id,"
-    " result,"
-    " result_error, claim_token, claim_owner, lease_expires_at, retried, seqs, created_at"
+    "n, id, agent, tool, key, args_digest, status, attempts, decision_id, decision_seq, item_id,"
+    " result, result_error, claim_token, claim_owner, lease_expires_at, retried, seqs,"
+    " created_at, updated_at"
 )
 
 
@@ -100,12 +102,7 @@ class Calls:
     # -- reading ---------------------------------------------------------------------
 
     def find(self, tx: WriteTx, agent: str, tool: str, key: str) -> dict[str, Any] | None:
-        return _row(
-            tx.sql(
-                f"SELECT {_COLUMNS} FROM proctor_calls WHERE agent = ? AND tool = ? AND key = ?",
-                (agent, tool, key),
-            )
-        )
+        return self.get(tx, call_id_of(agent, tool, key))
 
     def get(self, tx: WriteTx, call_id: str) -> dict[str, Any] | None:
         return _row(tx.sql(f"SELECT {_COLUMNS} FROM proctor_calls WHERE id = ?", (call_id,)))
@@ -165,7 +162,7 @@ class Calls:
         token = token_hash(ref.token) if claimed else None
         lease = now + self.lease_seconds if claimed else None
         if row is None:
-            call_id = os.urandom(16).hex()
+            call_id = call_id_of(agent, tool, ref.key)
             tx.sql(
                 "INSERT INTO proctor_calls (id, agent, tool, key, args_digest, status, attempts,"
                 " decision_id, decision_seq, item_id, claim_token, claim_owner, lease_expires_at,"
@@ -213,6 +210,8 @@ class Calls:
                 row["id"],
             ),
         )
+        if claimed:  # in flight again, perhaps behind the sweeper's mark
+            _reopen(tx, row["n"])
         return CallState(row["id"], ref.key, status, lease_seconds=self.lease_seconds)
 
     # -- running ---------------------------------------------------------------------
@@ -234,37 +233,45 @@ class Calls:
         result: Any,
         error: str | None,
         max_bytes: int,
+        seq: int,
     ) -> bool:
-        """Record how the call ended (``done``, ``failed`` or ``unknown``). Only its claim's
-        holder may; False when this holder's outcome is already recorded (a retried write
-        whose first attempt committed), and nothing more is to be written."""
-        row = self.get(tx, call_id)
-        if row is None or token is None or row["claim_token"] != token_hash(token):
-            raise Forbidden(
-                f"only the runner holding call {call_id}'s claim may record its outcome"
-            )
-        if row["status"] in ("done", "failed") or (
-            row["status"] == "unknown" and status == "unknown"
-        ):
-            return False
-        if row["status"] not in ("executing", "unknown"):
-            raise Conflict(f"call {call_id} is {row['status']}: no outcome can be recorded")
+        """Record how the call ended (``done``, ``failed`` or ``unknown``), and that record
+        ``seq`` says so. Only its claim's holder may; False when this holder's outcome is
+        already recorded (a retried write whose first attempt committed), and nothing more
+        is to be written."""
         text = None
         if status == "done":
             data = storable_json(result)
             text = data.decode() if len(data) <= max_bytes else '{"_omitted":"too large"}'
-        tx.sql(
+        # One guarded statement on the common path: it finishes only the token's own claim.
+        done = tx.sql(
             "UPDATE proctor_calls SET status = ?, result = ?, result_error = ?,"
-            " lease_expires_at = NULL, updated_at = ? WHERE id = ?",
+            " lease_expires_at = NULL, updated_at = ?,"
+            " seqs = CASE WHEN seqs = '' THEN ? ELSE seqs || ',' || ? END"
+            " WHERE id = ? AND claim_token = ? AND (status = 'executing'"
+            " OR (status = 'unknown' AND ? <> 'unknown'))",
             (
                 status,
                 text,
                 storable_text(error)[:1000] if error else None,
                 _clock.now(),
+                str(seq),
+                str(seq),
                 call_id,
+                token_hash(token) if token is not None else "",
+                status,
             ),
         )
-        return True
+        if done.rowcount == 1:
+            return True
+        row = self.get(tx, call_id)  # why not: say so
+        if row is None or token is None or row["claim_token"] != token_hash(token):
+            raise Forbidden(
+                f"only the runner holding call {call_id}'s claim may record its outcome"
+            )
+        if row["status"] in ("done", "failed", "unknown"):
+            return False  # this holder's outcome is recorded already
+        raise Conflict(f"call {call_id} is {row['status']}: no outcome can be recorded")
 
     def add_seq(self, tx: WriteTx, call_id: str, seq: int) -> None:
         tx.sql(
@@ -275,11 +282,13 @@ class Calls:
 
     def to_unknown(self, tx: WriteTx, row: dict[str, Any], why: str) -> None:
         """A claimed call whose runner went silent: it may or may not have happened."""
+        now = _clock.now()
         tx.sql(
             "UPDATE proctor_calls SET status = 'unknown', result_error = ?, updated_at = ?"
             " WHERE id = ?",
-            (f"the runner stopped answering: {why}", _clock.now(), row["id"]),
+            (f"the runner stopped answering: {why}", now, row["id"]),
         )
+        row["updated_at"] = now
         rec = tx.append(
             "call.unknown",
             {"call_id": row["id"], "key": row["key"], "why": why, "owner": row["claim_owner"]},
@@ -347,25 +356,82 @@ class Calls:
 
     # -- sweeping --------------------------------------------------------------------
 
-    def sweep(self, tx: WriteTx, now: float) -> list[str]:
+    def sweep(self, tx: WriteTx, now: float) -> tuple[list[str], list[dict[str, Any]]]:
         """Lapsed leases become unknown; calls past their retention are forgotten (never
-        one that is running, unknown or waiting for a review)."""
-        changed = []
-        for row in [
-            dict(zip([d[0] for d in cur.description], r, strict=True))
-            for cur in [tx.sql(f"SELECT {_COLUMNS} FROM proctor_calls WHERE status = 'executing'")]
-            for r in cur.fetchall()
-        ]:
-            why = self.lapsed(row, now)
-            if why is not None:
-                self.to_unknown(tx, row, why)
-                changed.append(row["id"])
-        tx.sql(
-            "DELETE FROM proctor_calls WHERE expires_at < ?"
-            " AND status IN ('done', 'failed', 'denied', 'decided')",
-            (now,),
+        one that is running, unknown or waiting for a review). Returns the ids it changed
+        and the calls left unknown.
+
+        Only rows decided since the last sweep, and the in-flight ones it has passed, are
+        read: what a sweep costs follows the traffic since the last one, not the table."""
+        row = tx.sql("SELECT mark FROM proctor_sweep_marks WHERE name = 'calls'").fetchone()
+        mark = int(row[0]) if row is not None else 0
+        top = tx.sql("SELECT MAX(n) FROM proctor_calls").fetchone()[0]
+        in_flight = "status IN ('executing', 'unknown')"
+        rows = _rows(
+            tx.sql(f"SELECT {_COLUMNS} FROM proctor_calls WHERE n >= ? AND {in_flight}", (mark,))
+        ) + _rows(
+            tx.sql(
+                f"SELECT {_COLUMNS} FROM proctor_calls WHERE n < ? AND {in_flight}"
+                " AND n IN (SELECT n FROM proctor_calls_open)",
+                (mark,),
+            )
         )
-        return changed
+        changed = []
+        for call in rows:
+            if call["status"] != "executing":
+                continue
+            why = self.lapsed(call, now)
+            if why is not None:
+                self.to_unknown(tx, call, why)
+                changed.append(call["id"])
+        new_mark = int(top) + 1 if top is not None else mark
+        # The sweeper's own list of what it passed and must see again.
+        kept = {int(call["n"]) for call in rows}
+        listed = {int(n) for (n,) in tx.sql("SELECT n FROM proctor_calls_open").fetchall()}
+        for n in listed - kept:
+            tx.sql("DELETE FROM proctor_calls_open WHERE n = ?", (n,))
+        for n in sorted(kept - listed):
+            if n < new_mark:
+                _reopen(tx, n)
+        if row is None:
+            tx.sql("INSERT INTO proctor_sweep_marks (name, mark) VALUES ('calls', ?)", (new_mark,))
+        elif new_mark != mark:
+            tx.sql("UPDATE proctor_sweep_marks SET mark = ? WHERE name = 'calls'", (new_mark,))
+        self._forget_expired(tx, now, top)
+        return changed, [call for call in rows if call["status"] == "unknown"]
+
+    def _forget_expired(self, tx: WriteTx, now: float, top: int | None) -> None:
+        """Rows are in the order calls were first decided: the expired ones are at the
+        front, so the walk stops at the first call still within its retention. The newest
+        row is always kept, so row numbers never start again below the mark."""
+        if top is None:
+            return
+        first_kept = tx.sql(
+            "SELECT n FROM proctor_calls WHERE created_at >= ? ORDER BY n LIMIT 1",
+            (now - self.retention,),
+        ).fetchone()
+        bound = min(int(first_kept[0]) if first_kept is not None else int(top), int(top))
+        tx.sql(
+            "DELETE FROM proctor_calls WHERE n IN (SELECT n FROM proctor_calls WHERE n < ?"
+            " AND expires_at < ? AND status IN ('done', 'failed', 'denied', 'decided')"
+            " ORDER BY n LIMIT ?)",
+            (bound, now, FORGET_CHUNK),
+        )
+
+
+def _rows(cur: Any) -> list[dict[str, Any]]:
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, found, strict=True)) for found in cur.fetchall()]
+
+
+def _reopen(tx: WriteTx, n: int) -> None:
+    tx.sql("INSERT INTO proctor_calls_open (n) VALUES (?) ON CONFLICT DO NOTHING", (n,))
+
+
+@functools.lru_cache(maxsize=4096)
+def call_id_of(agent: str, tool: str, key: str) -> str:
+    """A call's id: a digest of its identity, so finding it needs no index but the key."""
+    return hashlib.sha256(f"{agent}\x00{tool}\x00{key}".encode()).hexdigest()[:32]
 
 
 def _append(seqs: str, seq: int) -> str:

@@ -2,6 +2,11 @@
 other calls may be decided (and a gated one gets its review item at once) but none runs;
 a rejection whose rule refuses dependents refuses them with its reason.
 
+Dependents are the work that waited on the rejected item: calls it held, and approved
+items opened before it was rejected. A call the agent makes after it learned of the
+rejection is its own new decision (telling the customer, trying another way) and is not
+refused for it.
+
 Decided inside the deciding (or claiming) transaction, against the items the database
 holds, so a hold holds across threads, processes and servers. A run records its parent
 when it starts, so a run started elsewhere with ``parent=`` finds its ancestors.
@@ -26,20 +31,35 @@ class Hold:
     reason: str | None = None  # that rejection's reason
 
 
-def check(tx: WriteTx, run_ids: Sequence[str], exclude: str | None = None) -> Hold | None:
-    """What holds the runs ``run_ids`` (a run and its ancestors), if anything."""
+def check(
+    tx: WriteTx,
+    run_ids: Sequence[str],
+    *,
+    exclude: str | None = None,
+    waited_on: Sequence[str] = (),
+    opened_at: float | None = None,
+) -> Hold | None:
+    """What holds the runs ``run_ids`` (a run and its ancestors), if anything. A rejection
+    refuses only a dependent: a call that waited on it (``waited_on``), or an item opened
+    before it was rejected (``opened_at``)."""
     if not run_ids:
         return None
     marks = ", ".join("?" for _ in run_ids)
     rows = tx.sql(
-        "SELECT id, status, note FROM proctor_review_items"
+        "SELECT id, status, note, decided_at FROM proctor_review_items"
         f" WHERE run_id IN ({marks}) AND ((status = 'pending' AND hold_run = ?)"
         " OR (status = 'rejected' AND on_reject = ?))"
         " ORDER BY created_at LIMIT 50",
         (*run_ids, True, REFUSE),
     ).fetchall()
     pending = tuple(r[0] for r in rows if r[1] == "pending" and r[0] != exclude)
-    rejected = [r for r in rows if r[1] == "rejected" and r[0] != exclude]
+    rejected = [
+        r
+        for r in rows
+        if r[1] == "rejected"
+        and r[0] != exclude
+        and (r[0] in waited_on or (opened_at is not None and (r[3] or 0.0) >= opened_at))
+    ]
     if rejected:
         return Hold(pending, rejected[0][0], rejected[0][2] or "a reviewer rejected it")
     return Hold(pending) if pending else None

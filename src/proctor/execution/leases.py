@@ -8,6 +8,7 @@ doubt: it may or may not have happened.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import socket
@@ -15,7 +16,10 @@ import socket
 DEFAULT_LEASE_SECONDS = 30.0
 
 
+@functools.lru_cache(maxsize=1024)
 def token_hash(token: str) -> str:
+    """What is stored of a claim token. Cached: one claim's token is hashed when it is
+    claimed, renewed and finished."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 
@@ -40,11 +44,18 @@ def _machine() -> str:
 _MACHINE = _machine()
 
 
+_process: tuple[int, str] = (-1, "")  # pid, and its "host:pid:start-time:machine"
+
+
 def owner_id() -> str:
     """host:pid:start-time:machine:nonce of one claim attempt, for people and for the one
-    shortcut a lease allows: a runner on this machine whose process is gone is dead."""
+    shortcut a lease allows: a runner on this machine whose process is gone is dead. The
+    process part is read once per process (it costs a file read)."""
+    global _process
     pid = os.getpid()
-    return f"{socket.gethostname()}:{pid}:{_start_ticks(pid)}:{_MACHINE}:{os.urandom(4).hex()}"
+    if _process[0] != pid:
+        _process = (pid, f"{socket.gethostname()}:{pid}:{_start_ticks(pid)}:{_MACHINE}")
+    return f"{_process[1]}:{os.urandom(4).hex()}"
 
 
 def _start_ticks(pid: int) -> str:

@@ -80,7 +80,12 @@ class Grants:
                 return Claim(status, item, self.lease_seconds)
             if load_controls(tx).kill_reason(item["agent"]) is not None:
                 return Claim("frozen", item, self.lease_seconds)  # waits for a revive
-            hold = holds.check(tx, holds.lineage(tx, item["run_id"]), exclude=item_id)
+            hold = holds.check(
+                tx,
+                holds.lineage(tx, item["run_id"]),
+                exclude=item_id,
+                opened_at=item["created_at"],
+            )
             if hold is not None and hold.refused_by is not None:
                 return Claim(
                     "refused",

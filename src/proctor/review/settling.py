@@ -175,20 +175,17 @@ class Settling:
     def sweep(self, tx: WriteTx, now: float) -> list[str]:
         """Lapsed leases make calls unknown; unknown calls nobody settled within a grace
         period (a lease's length) go to a person."""
-        changed = self.calls.sweep(tx, now)
+        changed, unknown = self.calls.sweep(tx, now)
         grace = now - self.calls.lease_seconds
-        for (call_id,) in tx.sql(
-            "SELECT id FROM proctor_calls WHERE status = 'unknown' AND updated_at < ?", (grace,)
-        ).fetchall():
-            row = self.calls.get(tx, call_id)
-            if row is None:
+        for row in unknown:
+            if row["updated_at"] >= grace:
                 continue
             pending = tx.sql(
                 "SELECT 1 FROM proctor_review_items WHERE call_id = ? AND kind = 'settle'"
                 " AND status = 'pending'",
-                (call_id,),
+                (row["id"],),
             ).fetchone()
             if pending is None:
                 self.escalate(tx, row, "no lookup settled it in time: a person must")
-                changed.append(call_id)
+                changed.append(row["id"])
         return changed

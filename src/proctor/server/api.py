@@ -162,7 +162,9 @@ def _decide_action(px: Proctor, who: Principal, body: ActionIn, now: bool = Fals
             if body.call is not None
             else None
         )
-        verdict = local.gate.decide_in(tx, _action(body), run, body.params, call)
+        verdict = local.gate.decide_in(
+            tx, _action(body), run, body.params, call, tuple(body.waited_on)
+        )
         wire = verdict_to_wire(verdict)
         if body.idempotency_key:
             tx.sql(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -64,6 +64,8 @@ class ActionIn(_In):
     params: dict[str, Any] | None = None
     run: RunIn | None = None
     call: CallIn | None = None
+    # review items this call waited on (it was held by them): their rejection refuses it
+    waited_on: list[Annotated[str, Id]] = Field(default=[], max_length=50)
     idempotency_key: str | None = Field(default=None, min_length=8, max_length=128)
 
 

@@ -134,7 +134,10 @@ Index("ix_review_run", review_items.c.run_id, review_items.c.status)  # holds, p
 calls = Table(
     "proctor_calls",
     metadata,
-    Column("id", String(32), primary_key=True),
+    # Rows are appended in the order calls are first decided, so the sweeper walks the
+    # new ones from a mark instead of an index every call would pay for.
+    Column("n", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("id", String(32), nullable=False),  # a digest of (agent, tool, key)
     Column("agent", String(200), nullable=False),
     Column("tool", String(200), nullable=False),
     Column("key", String(200), nullable=False),
@@ -156,8 +159,23 @@ calls = Table(
     Column("updated_at", Float, nullable=False),
     Column("expires_at", Float, nullable=False),
 )
-Index("ix_calls_identity", calls.c.agent, calls.c.tool, calls.c.key, unique=True)
-Index("ix_calls_status", calls.c.status, calls.c.updated_at)
+Index("ix_calls_id", calls.c.id, unique=True)
+
+# Calls in flight (executing or unknown) that the sweeper's mark has passed: the few it
+# must look at again, kept by the sweeper itself, so the hot path writes no index for them.
+calls_open = Table(
+    "proctor_calls_open",
+    metadata,
+    Column("n", BigInteger, primary_key=True, autoincrement=False),
+)
+
+# Where each sweeper got to ("calls": the first row of proctor_calls it has not seen).
+sweep_marks = Table(
+    "proctor_sweep_marks",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("mark", BigInteger, nullable=False),
+)
 
 # 0008: runs that made an action, so a run started elsewhere with ``parent=`` finds its
 # ancestors (and their holds) in the database

@@ -17,7 +17,13 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         "proctor_calls",
-        sa.Column("id", sa.String(32), primary_key=True),
+        sa.Column(
+            "n",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
+        sa.Column("id", sa.String(32), nullable=False),
         sa.Column("agent", sa.String(200), nullable=False),
         sa.Column("tool", sa.String(200), nullable=False),
         sa.Column("key", sa.String(200), nullable=False),
@@ -38,8 +44,19 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.Float, nullable=False),
         sa.Column("expires_at", sa.Float, nullable=False),
     )
-    op.create_index("ix_calls_identity", "proctor_calls", ["agent", "tool", "key"], unique=True)
-    op.create_index("ix_calls_status", "proctor_calls", ["status", "updated_at"])
+    # The id (a digest of agent, tool and key) finds a call; rows are in the order calls
+    # were first decided, and the sweeper walks new ones from a mark: no status index
+    # that every call would pay to keep.
+    op.create_index("ix_calls_id", "proctor_calls", ["id"], unique=True)
+    op.create_table(
+        "proctor_calls_open",
+        sa.Column("n", sa.BigInteger, primary_key=True, autoincrement=False),
+    )
+    op.create_table(
+        "proctor_sweep_marks",
+        sa.Column("name", sa.String(32), primary_key=True),
+        sa.Column("mark", sa.BigInteger, nullable=False),
+    )
     op.create_table(
         "proctor_runs",
         sa.Column("id", sa.String(64), primary_key=True),
@@ -63,6 +80,7 @@ def downgrade() -> None:
         batch.drop_column("on_reject")
         batch.drop_column("hold_run")
     op.drop_table("proctor_runs")
-    op.drop_index("ix_calls_status", table_name="proctor_calls")
-    op.drop_index("ix_calls_identity", table_name="proctor_calls")
+    op.drop_table("proctor_sweep_marks")
+    op.drop_table("proctor_calls_open")
+    op.drop_index("ix_calls_id", table_name="proctor_calls")
     op.drop_table("proctor_calls")
