@@ -234,6 +234,42 @@ def test_unknown_without_a_lookup_waits_for_a_person(
     assert runs == [20.0]
 
 
+def test_a_scheduled_reconciliation_settles_unknown_calls_without_running_them(
+    cpx: Proctor, killed: tuple[Path, str]
+) -> None:
+    runs: list[float] = []
+    refund = refund_tool(cpx, runs)
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    @refund.reconcile
+    def look(call: Any) -> Committed:
+        seen.append((call.key, call.args))
+        return Committed("refunded 20.0 on A-1 (found in the ledger)")
+
+    assert cpx.reconcile() == []  # still "executing" until a sweep finds the lapsed lease
+    (unknown,) = cpx.reviews.sweep()
+    assert cpx.reconcile() == [(unknown, "committed")]
+    assert seen == [("order_id=A-1", {"order_id": "A-1", "amount": 20.0})]
+    assert cpx.reconcile() == []  # settled: nothing left to ask about
+    assert refund("A-1", 20.0) == "refunded 20.0 on A-1 (found in the ledger)"
+    assert runs == []
+    assert effects(killed[0]) == ["A-1 20.0"]
+
+
+def test_a_scheduled_not_committed_lets_the_next_repeat_run_once(
+    cpx: Proctor, killed: tuple[Path, str]
+) -> None:
+    runs: list[float] = []
+    refund = refund_tool(cpx, runs)
+    refund.reconcile(lambda call: NotCommitted())
+    (unknown,) = cpx.reviews.sweep()
+    assert cpx.reconcile() == [(unknown, "not_committed")]
+    assert runs == []  # nothing runs until the agent repeats the call
+    assert refund("A-1", 20.0) == "refunded 20.0 on A-1"
+    assert refund("A-1", 20.0) == "refunded 20.0 on A-1"
+    assert runs == [20.0]
+
+
 def test_a_conflicting_lookup_keeps_it_unknown_with_the_evidence(
     cpx: Proctor, killed: tuple[Path, str]
 ) -> None:

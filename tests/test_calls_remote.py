@@ -14,8 +14,8 @@ import pytest
 from tests.test_calls import records
 from tests.test_server_process import Server, free_port
 
-from proctor import Conflict, Denied, InDoubt, Proctor, ReviewPending
-from proctor.reconcile import NotCommitted
+from proctor import Conflict, Denied, Forbidden, InDoubt, Proctor, ReviewPending
+from proctor.reconcile import Committed, NotCommitted
 
 POLICY = """
 policy: calls-remote
@@ -148,6 +148,32 @@ def test_unknown_outcomes_are_reconciled_over_http(server: Server) -> None:
     assert lookup("x") == "found x"
     assert runs == ["x", "x"]
     agent.close()
+
+
+def test_a_scheduled_reconciliation_over_http(server: Server) -> None:
+    agent = server.client(server.token("agent", "runner", agents="bot"))
+    runs: list[str] = []
+
+    @agent.tool(agent="bot", key="q")
+    def lookup(q: str) -> str:
+        runs.append(q)
+        raise TimeoutError("upstream timed out")
+
+    with pytest.raises(TimeoutError):
+        lookup("y")
+    lookup.reconcile(lambda call: Committed(f"found {call.args['q']}"))  # type: ignore[attr-defined]
+    ((_, answer),) = agent.reconcile()
+    assert answer == "committed"
+    assert lookup("y") == "found y"
+    assert runs == ["y"]
+    viewer = server.client(server.token("viewer", "vic"))
+    other = server.client(server.token("agent", "other", agents="someone-else"))
+    with pytest.raises(Forbidden):  # a viewer reads, but an agent token is for its agents
+        other.backend.unknown_calls("bot", "lookup", 10)
+    other.close()
+    assert viewer.backend.unknown_calls(None, "lookup", 10) == []
+    for client in (agent, viewer):
+        client.close()
 
 
 def test_holds_reach_a_sub_run_started_elsewhere(server: Server, db_url: str) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from ._errors import InDoubt
-from .execution.calls import Settlement
+from .execution.calls import CallState, Settlement
 
 if TYPE_CHECKING:
     from .calls import Call
@@ -111,6 +111,28 @@ def reconcile(px: Proctor, call: Call) -> Call:
     if settled.status in ("done", "claimed"):
         return replace(call, verdict=replace(call.verdict, call=settled), token=token)
     raise raise_in_doubt(call, settled.error or found.answer, settled.item_id)
+
+
+def reconcile_unknown(px: Proctor, specs: list[ToolSpec], limit: int) -> list[tuple[str, str]]:
+    """``px.reconcile()``: each tool with a lookup, asked about its unknown calls."""
+    from .calls import Call
+    from .gate import Verdict
+    from .policy import Decision
+
+    settled: list[tuple[str, str]] = []
+    for spec in specs:
+        lookup = spec.lookup
+        if lookup is None:
+            continue
+        for found in px.backend.unknown_calls(spec.agent, spec.name, limit):
+            state = CallState(found.id, found.key, "unknown")
+            decision = Decision("allow", (), "decided before it became unknown", None)
+            verdict = Verdict(decision, found.decision_id, found.decision_seq, call=state)
+            call = Call(found.agent, found.tool, found.args, found.key, verdict, spec)
+            answer = ask(lookup, call)
+            px.backend.settle_call(found.id, answer)
+            settled.append((found.id, answer.answer))
+    return settled
 
 
 __all__ = ["Committed", "Conflicting", "InDoubt", "NotCommitted", "ask", "reconcile"]

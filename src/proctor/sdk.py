@@ -294,6 +294,18 @@ class Proctor:
             return self.backend.renew_call(ident, token)
         return self.backend.renew(ident, token)
 
+    def reconcile(self, *, limit: int = 100) -> list[tuple[str, str]]:
+        """Ask each registered tool's lookup about that tool's unknown calls, oldest first
+        (at most ``limit`` per tool), and record the answers: run it on a schedule in the
+        process that has the lookups. Returns ``(call_id, answer)`` pairs.
+
+        ``committed`` closes a call; ``not_committed`` lets its next repeat run it once;
+        ``conflicting`` and ``unavailable`` keep it unknown, for a person. Nothing is run
+        here: the body runs only when the agent repeats the call."""
+        from .reconcile import reconcile_unknown
+
+        return reconcile_unknown(self, list(self._tools.values()), limit)
+
     def call_id(self, value: str) -> AbstractContextManager[None]:
         """``with px.call_id("tc_123"): refund(...)`` gives that call an identity: a repeat
         with the same identity and arguments returns the recorded result, never runs again."""

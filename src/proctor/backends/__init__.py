@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-from ..execution.calls import CallRef, CallState, Settlement
+from ..execution.calls import CallRef, CallState, Settlement, UnknownCall
 from ..gate import CallOutcome, Verdict
 from ..policy import Action, CompiledPolicy, Decision
 from ..review.items import ReviewItem
@@ -82,6 +82,11 @@ class Backend(Protocol):
         """An unknown call's reconciliation: logged against the call's argument digest;
         committed closes it, not committed lets this caller run it once more (claimed
         with ``settlement.token``), anything else keeps it unknown and asks a person."""
+        ...
+
+    def unknown_calls(self, agent: str | None, tool: str, limit: int) -> list[UnknownCall]:
+        """Unknown calls of ``tool`` (of ``agent``, or any), oldest first, for a scheduled
+        reconciliation by the process that has the tool's lookup."""
         ...
 
     def escalate_call(self, call_id: str, why: str) -> str:

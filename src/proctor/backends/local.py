@@ -8,7 +8,7 @@ from typing import Any
 from .. import _clock
 from .._errors import PolicyError
 from ..execution import holds
-from ..execution.calls import DEFAULT_RETENTION, CallRef, CallState, Settlement
+from ..execution.calls import DEFAULT_RETENTION, CallRef, CallState, Settlement, UnknownCall
 from ..execution.leases import DEFAULT_LEASE_SECONDS
 from ..gate import CallOutcome, Gate, Verdict
 from ..policy import Action, CompiledPolicy, compile_policy, run_tests
@@ -118,6 +118,10 @@ class LocalBackend:
 
     def settle_call(self, call_id: str, settlement: Settlement) -> CallState:
         return self.service.settling.by_lookup(call_id, settlement)
+
+    def unknown_calls(self, agent: str | None, tool: str, limit: int) -> list[UnknownCall]:
+        with self.store.write() as tx:
+            return self.gate.calls.unknown(tx, agent, tool, limit)
 
     def escalate_call(self, call_id: str, why: str) -> str:
         return self.service.settling.by_agent(call_id, why)

@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import orjson
@@ -26,7 +27,7 @@ from .._errors import (
     error_for_status,
 )
 from .._values import omitted, problem, storable_json, text
-from ..execution.calls import CallRef, CallState, Settlement
+from ..execution.calls import CallRef, CallState, Settlement, UnknownCall
 from ..gate import INVALID_INPUT, SERVER_UNREACHABLE, CallOutcome, Verdict, admitted, error_type
 from ..policy import Action, CompiledPolicy, compile_policy
 from ..policy.evaluate import refuse
@@ -302,6 +303,24 @@ class RemoteBackend:
             "owner": settlement.owner,
         }
         return call_from_wire(self._call("POST", f"/api/v1/calls/{call_id}/settle", body))
+
+    def unknown_calls(self, agent: str | None, tool: str, limit: int) -> list[UnknownCall]:
+        query = {"status": "unknown", "tool": tool, "limit": str(limit)}
+        if agent is not None:
+            query["agent"] = agent
+        found = self._call("GET", f"/api/v1/calls?{urlencode(query)}")["calls"]
+        return [
+            UnknownCall(
+                c["id"],
+                c["agent"],
+                c["tool"],
+                c["key"],
+                c["args"],
+                c["decision_id"],
+                c["decision_seq"],
+            )
+            for c in found
+        ]
 
     def escalate_call(self, call_id: str, why: str) -> str:
         answer = self._call("POST", f"/api/v1/calls/{call_id}/escalate", {"why": why[:2000]})

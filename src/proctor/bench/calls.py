@@ -1,71 +1,116 @@
-"""``proctor bench calls``: what a call identity costs a tool call on the allow path.
+"""``proctor bench calls``: what a call identity costs on the allow path.
 
-Tool calls (decision, body, outcome: two durable records) without an identity, with one
-(``key=``: a repeat of a completed call returns its recorded result), and without one but
-inside a run (the hold check), in interleaved blocks on their own SQLite databases.
+Two measurements, each in interleaved blocks on databases of their own:
+
+- the gate's decision (``px.gate.decide``) without an identity and with one (a new
+  identity each time: the call's row is looked up, then written with its claim);
+- a whole tool call (decision, body, outcome: two durable records) without an identity,
+  with one (``key=``), and without one inside a run (the hold check).
 """
 
 from __future__ import annotations
 
-import tempfile
+import contextlib
+import os
 import time
 from array import array
 from typing import Any
 
+from ..execution.calls import CallRef
+from ..execution.leases import owner_id
 from ..sdk import Proctor
-from .gate import _actions, _percentiles, synthetic_policy
+from .gate import _actions, _database, _percentiles, synthetic_policy
 
-SIDES = ("plain", "identity", "in_run")
+DECIDE_SIDES = ("plain", "identity")
+CALL_SIDES = ("plain", "identity", "in_run")
 
 
-def bench_calls(rules: int, n: int) -> dict[str, Any]:
+def bench_calls(rules: int, n: int, database: str | None = None) -> dict[str, Any]:
     policy = synthetic_policy(rules)
-    results: dict[str, array[int]] = {side: array("q") for side in SIDES}
-    actions = _actions()
-    with tempfile.TemporaryDirectory(prefix="proctor-bench-") as tmp:
-        proctors = {side: Proctor(f"sqlite:///{tmp}/{side}.db") for side in SIDES}
-        calls = {}
-        for side, px in proctors.items():
+    with contextlib.ExitStack() as stack:
+        urls = {
+            side: stack.enter_context(_database(database))
+            for side in ("d-plain", "d-identity", *CALL_SIDES)
+        }
+        proctors = {side: stack.enter_context(Proctor(url)) for side, url in urls.items()}
+        for px in proctors.values():
             px.policy.apply(policy)
-            key = "order_id" if side == "identity" else None
-
-            @px.tool(agent="bench-agent", name="t3", key=key)
-            def t3(order_id: str, amount: float) -> str:
-                return order_id
-
-            calls[side] = t3
-        runs = {side: proctors[side].run(agent="bench-agent") for side in SIDES}
-        runs["in_run"].__enter__()
-        try:
-            block = max(100, n // 20)
-            serial = iter(range(1 << 62))  # every identity new: each call runs its body
-            for start in range(-2 * block, n, block):  # two warm-up blocks
-                for side in SIDES:
-                    fn, timed = calls[side], results[side]
-                    for i in range(start, min(n, start + block)):
-                        a = actions[i % len(actions)]
-                        order = f"{a.args['order_id']}-{next(serial)}"
-                        t = time.perf_counter_ns()
-                        fn(order, a.args["amount"])
-                        if i >= 0:
-                            timed.append(time.perf_counter_ns() - t)
-        finally:
-            runs["in_run"].__exit__(None, None, None)
-            for px in proctors.values():
-                px.close()
-    p = {side: _percentiles(results[side]) for side in SIDES}
+        decide = _decide(proctors["d-plain"], proctors["d-identity"], n)
+        calls = _calls({side: proctors[side] for side in CALL_SIDES}, n)
     return {
         "bench": "calls",
         "rules": rules,
         "n": n,
-        "backend": "sqlite",
-        "what": "tool call: decision + body + outcome; new identities each time",
-        **{f"{side}_p50_us": p[side]["p50_us"] for side in SIDES},
-        **{f"{side}_p99_us": p[side]["p99_us"] for side in SIDES},
-        "p50_us": p["identity"]["p50_us"],
-        "p99_us": p["identity"]["p99_us"],
-        "identity_overhead_p50_pct": round(
-            100 * (p["identity"]["p50_us"] / p["plain"]["p50_us"] - 1), 1
-        ),
-        "run_overhead_p50_pct": round(100 * (p["in_run"]["p50_us"] / p["plain"]["p50_us"] - 1), 1),
+        "backend": "sqlite" if database is None or database.startswith("sqlite") else "postgresql",
+        "what": "gate decision, and a whole tool call (decision + body + outcome);"
+        " a new identity each time",
+        **{f"decide_{side}_p50_us": decide[side]["p50_us"] for side in DECIDE_SIDES},
+        **{f"decide_{side}_p99_us": decide[side]["p99_us"] for side in DECIDE_SIDES},
+        **{f"call_{side}_p50_us": calls[side]["p50_us"] for side in CALL_SIDES},
+        **{f"call_{side}_p99_us": calls[side]["p99_us"] for side in CALL_SIDES},
+        "p50_us": decide["identity"]["p50_us"],
+        "p99_us": decide["identity"]["p99_us"],
+        "decide_identity_overhead_p50_pct": _pct(decide["identity"], decide["plain"]),
+        "call_identity_overhead_p50_pct": _pct(calls["identity"], calls["plain"]),
+        "call_run_overhead_p50_pct": _pct(calls["in_run"], calls["plain"]),
     }
+
+
+def _pct(side: dict[str, float], base: dict[str, float]) -> float:
+    return round(100 * (side["p50_us"] / base["p50_us"] - 1), 1)
+
+
+def _blocks(n: int) -> range:
+    block = max(100, n // 20)
+    return range(-2 * block, n, block)  # two warm-up blocks first
+
+
+def _decide(plain: Proctor, identity: Proctor, n: int) -> dict[str, dict[str, float]]:
+    actions = _actions()
+    owner = owner_id()
+    results = {side: array("q") for side in DECIDE_SIDES}
+    gates = {"plain": plain.gate, "identity": identity.gate}
+    serial = iter(range(1 << 62))
+    block = max(100, n // 20)
+    for start in _blocks(n):
+        for side in DECIDE_SIDES:
+            gate, timed = gates[side], results[side]
+            for i in range(start, min(n, start + block)):
+                a = actions[i % len(actions)]
+                ref = (
+                    CallRef(f"order_id={next(serial)}", os.urandom(16).hex(), owner)
+                    if side == "identity"
+                    else None
+                )
+                t = time.perf_counter_ns()
+                gate.decide(a, None, None, ref)
+                if i >= 0:
+                    timed.append(time.perf_counter_ns() - t)
+    return {side: _percentiles(results[side]) for side in DECIDE_SIDES}
+
+
+def _calls(proctors: dict[str, Proctor], n: int) -> dict[str, dict[str, float]]:
+    actions = _actions()
+    results = {side: array("q") for side in CALL_SIDES}
+    tools = {}
+    for side, px in proctors.items():
+
+        @px.tool(agent="bench-agent", name="t3", key="order_id" if side == "identity" else None)
+        def t3(order_id: str, amount: float) -> str:
+            return order_id
+
+        tools[side] = t3
+    serial = iter(range(1 << 62))  # every identity new: each call runs its body
+    block = max(100, n // 20)
+    with proctors["in_run"].run(agent="bench-agent"):
+        for start in _blocks(n):
+            for side in CALL_SIDES:
+                fn, timed = tools[side], results[side]
+                for i in range(start, min(n, start + block)):
+                    a = actions[i % len(actions)]
+                    order = f"{a.args['order_id']}-{next(serial)}"
+                    t = time.perf_counter_ns()
+                    fn(order, a.args["amount"])
+                    if i >= 0:
+                        timed.append(time.perf_counter_ns() - t)
+    return {side: _percentiles(results[side]) for side in CALL_SIDES}

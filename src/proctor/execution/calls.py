@@ -24,6 +24,7 @@ from typing import Any
 
 from .. import _clock
 from .._errors import Conflict, Forbidden
+from .._jcs import decode
 from .._values import storable_json
 from .._values import text as storable_text
 from ..store import WriteTx
@@ -77,6 +78,19 @@ class Settlement:
 SETTLEMENTS = ("committed", "not_committed", "conflicting", "unavailable")
 
 
+@dataclass(frozen=True, slots=True)
+class UnknownCall:
+    """An unknown call as a scheduled reconciliation sees it."""
+
+    id: str
+    agent: str
+    tool: str
+    key: str
+    args: dict[str, Any]  # as its decision recorded them (masked where the policy masks)
+    decision_id: str | None
+    decision_seq: int | None
+
+
 def _row(cur: Any) -> dict[str, Any] | None:
     found = cur.fetchone()
     if found is None:
@@ -103,6 +117,40 @@ class Calls:
 
     def find(self, tx: WriteTx, agent: str, tool: str, key: str) -> dict[str, Any] | None:
         return self.get(tx, call_id_of(agent, tool, key))
+
+    def unknown(self, tx: WriteTx, agent: str | None, tool: str, limit: int) -> list[UnknownCall]:
+        """Unknown calls of ``tool`` (of ``agent``, or any), oldest first, each with the
+        arguments its decision recorded (masked where the policy masks them). Read where
+        the sweeper looks (rows since its mark, and those it listed): never the table."""
+        row = tx.sql("SELECT mark FROM proctor_sweep_marks WHERE name = 'calls'").fetchone()
+        mark = int(row[0]) if row is not None else 0
+        of_agent = " AND agent = ?" if agent is not None else ""
+        found = _rows(
+            tx.sql(
+                f"SELECT {_COLUMNS} FROM proctor_calls WHERE status = 'unknown' AND tool = ?"
+                f"{of_agent} AND (n >= ? OR n IN (SELECT n FROM proctor_calls_open))"
+                " ORDER BY n LIMIT ?",
+                (tool, *((agent,) if agent is not None else ()), mark, limit),
+            )
+        )
+        for call in found:
+            rec = tx.sql(
+                "SELECT record FROM proctor_audit_log WHERE seq = ?", (call["decision_seq"],)
+            ).fetchone()
+            record = decode(rec[0]) if rec is not None else {}
+            call["args"] = record.get("action", {}).get("args", {})
+        return [
+            UnknownCall(
+                c["id"],
+                c["agent"],
+                c["tool"],
+                c["key"],
+                c["args"],
+                c["decision_id"],
+                c["decision_seq"],
+            )
+            for c in found
+        ]
 
     def get(self, tx: WriteTx, call_id: str) -> dict[str, Any] | None:
         return _row(tx.sql(f"SELECT {_COLUMNS} FROM proctor_calls WHERE id = ?", (call_id,)))

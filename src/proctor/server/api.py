@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -418,6 +419,27 @@ def escalate_call(call_id: str, body: EscalateCallIn, who: Who, request: Request
     px = _px(request)
     _call_of(px, who, call_id)
     return {"item_id": _local(px).escalate_call(call_id, body.why)}
+
+
+@router.get("/calls", tags=["agents"])
+def list_unknown_calls(
+    who: Who,
+    request: Request,
+    tool: Annotated[str, Query(min_length=1, max_length=200)],
+    status: Annotated[Literal["unknown"], Query()] = "unknown",
+    agent: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Any:
+    """Unknown calls of a tool, oldest first, with the arguments their decisions recorded:
+    what the process holding the tool's lookup reconciles on its schedule."""
+    if who.role == "agent":
+        if agent is None:
+            raise InvalidRequest("an agent's token lists the calls of one of its agents: agent=")
+        _acts_as(who, agent)
+    else:
+        need(who, "read")
+    found = _local(_px(request)).unknown_calls(agent, tool, limit)
+    return {"calls": [asdict(c) for c in found]}
 
 
 @router.get("/calls/{call_id}", tags=["audit"])
