@@ -195,7 +195,7 @@ def test_the_holder_records_once_and_a_retry_changes_nothing(api: Api) -> None:
     px.reviews.approve(item, by="ana")
     token = "a1" * 16
     r = api.post(f"/reviews/{item}/claim", {"token": token}, "agent")
-    assert r.json() == {"state": "claimed", "lease_seconds": 1.0}
+    assert r.json() == {"state": "claimed", "lease_seconds": 1.0, "held_by": [], "reason": None}
     # The same token claiming again (a retry after a lost response) gets its claim back.
     assert api.post(f"/reviews/{item}/claim", {"token": token}, "agent").json()["state"] == (
         "claimed"
@@ -262,7 +262,7 @@ def test_a_silent_runner_on_another_host_goes_in_doubt_and_resume_does_not_hang(
     item = refunds.pending()
     gpx.reviews.approve(item, by="ana")
     # A runner on another host claims it, then its host goes down: it never renews.
-    assert gpx.backend.claim(item, None, FOREIGN_RUNNER, "e" * 32) == ("claimed", 1.0)
+    assert gpx.backend.claim(item, None, FOREIGN_RUNNER, "e" * 32).state == "claimed"
     started = time.monotonic()
     with pytest.raises(InDoubt):
         gpx.resume(item, wait=30)
@@ -322,7 +322,7 @@ def test_a_late_outcome_from_the_holder_settles_the_doubt(gpx: Proctor) -> None:
     gpx.reviews.sweep()
     assert gpx.reviews.get(item).status == "in_doubt"
     grant = gpx.backend.item(item)
-    from proctor.tools import _grant_verdict
+    from proctor.approvals import _grant_verdict
 
     gpx.backend.record_outcome(
         _grant_verdict(grant),

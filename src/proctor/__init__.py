@@ -32,8 +32,10 @@ from ._version import __version__ as __version__
 
 if TYPE_CHECKING:
     from . import controls
+    from .calls import Call
     from .gate import Verdict
     from .policy import Action, Decision
+    from .reconcile import Committed, Conflicting, NotCommitted
     from .review import ReviewItem
     from .runs import Run
     from .sdk import Option, Proctor
@@ -41,6 +43,10 @@ if TYPE_CHECKING:
 
 _LAZY = {
     "Action": ".policy",
+    "Call": ".calls",
+    "Committed": ".reconcile",
+    "Conflicting": ".reconcile",
+    "NotCommitted": ".reconcile",
     "Decision": ".policy",
     "Option": ".sdk",
     "Proctor": ".sdk",
@@ -52,14 +58,18 @@ _LAZY = {
 
 __all__ = [
     "Action",
+    "Call",
+    "Committed",
     "ConfigError",
     "Conflict",
+    "Conflicting",
     "Decision",
     "DecisionError",
     "Denied",
     "Forbidden",
     "InDoubt",
     "InvalidRequest",
+    "NotCommitted",
     "NotFound",
     "Option",
     "PolicyError",

@@ -128,14 +128,18 @@ class ToolFailed(ProctorError):
 
 
 class InDoubt(ProctorError):
-    """The process running an approved action died before recording its outcome.
+    """An action may or may not have happened: its runner stopped answering before it
+    recorded the outcome, or it failed in a way that may have committed.
 
-    It is never re-run automatically: a human approves it again or closes it.
+    It is never re-run blindly: the tool's lookup or a person settles it first.
+    ``item_id`` names the review item a person decides it in (empty while none is open);
+    ``call_id`` the call, for a call with an identity.
     """
 
-    def __init__(self, message: str, *, item_id: str) -> None:
+    def __init__(self, message: str, *, item_id: str, call_id: str | None = None) -> None:
         super().__init__(message)
         self.item_id = item_id
+        self.call_id = call_id
 
 
 class StillRunning(Conflict):

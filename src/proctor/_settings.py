@@ -66,6 +66,13 @@ SETTINGS: tuple[Setting, ...] = (
         " ran, leaves the action in doubt for a human to settle.",
     ),
     Setting(
+        "call_retention",
+        "PROCTOR_CALL_RETENTION",
+        "7d",
+        "How long a call's identity is kept after the call (30m, 12h, 7d): a repeat within it"
+        " returns the recorded result instead of running again.",
+    ),
+    Setting(
         "refusal_window_seconds",
         "PROCTOR_REFUSAL_WINDOW_SECONDS",
         "60",

@@ -18,11 +18,14 @@ import orjson
 
 from . import _clock
 from ._canonical import canonical
-from ._errors import PolicyError, StoreError
+from ._errors import Conflict, PolicyError, StoreError
 from ._masking import mask
 from ._values import omitted, problem, text
 from .controls import Controls
 from .controls import load as load_controls
+from .execution import holds
+from .execution.calls import DEFAULT_RETENTION, CallRef, Calls, CallState
+from .execution.leases import DEFAULT_LEASE_SECONDS
 from .limits import check_and_count
 from .policy import Action, CompiledPolicy, Decision, compile_policy, evaluate
 from .policy.evaluate import refuse, sampled
@@ -35,6 +38,10 @@ STORE_UNAVAILABLE = "store-unavailable"
 SERVER_UNREACHABLE = "server-unreachable"
 PAYLOAD_TOO_LARGE = "payload-too-large"
 INVALID_INPUT = "invalid-input"
+RUN_REJECTED = "run-rejected"
+RUN_HELD = "run-held"
+CALL_REPEAT = "call-repeat"
+CALL_CONFLICT = "call-conflict"
 DEFAULT_REVIEW_TIMEOUT = 4 * 3600.0
 
 
@@ -50,6 +57,17 @@ class StoredAction:
 
 
 @dataclass(frozen=True, slots=True)
+class CallOutcome:
+    """How a call with an identity ended, from the runner holding its claim."""
+
+    id: str
+    token: str
+    result: Any = None
+    ambiguous: bool = False  # the error may have committed: the call is unknown
+    has_lookup: bool = False  # its tool can settle an unknown call itself
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
     """A recorded decision, and where a review item was opened for it."""
 
@@ -59,14 +77,24 @@ class Verdict:
     item_id: str | None = None
     review_timeout: float = DEFAULT_REVIEW_TIMEOUT
     on_timeout: str = "deny"
+    held_by: tuple[str, ...] = ()  # allowed, but pending approvals hold its run: wait, decide again
+    call: CallState | None = None  # where a call with an identity stands
 
 
 class Gate:
     """Shared by every tool of one Proctor instance; safe to call from many threads."""
 
-    def __init__(self, store: Store, *, max_args_bytes: int = 1 << 20) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_args_bytes: int = 1 << 20,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        call_retention: float = DEFAULT_RETENTION,
+    ) -> None:
         self.store = store
         self.max_args_bytes = max_args_bytes
+        self.calls = Calls(lease_seconds, call_retention)
         self._policies: dict[str, CompiledPolicy] = {}
         self._controls: tuple[int, Controls] | None = None
         self._policies_lock = threading.Lock()
@@ -103,15 +131,26 @@ class Gate:
     # -- decisions ---------------------------------------------------------------------
 
     def decide(
-        self, action: Action, run: RunState | None, params: dict[str, Any] | None = None
+        self,
+        action: Action,
+        run: RunState | None,
+        params: dict[str, Any] | None = None,
+        call: CallRef | None = None,
+        waited_on: tuple[str, ...] = (),
     ) -> Verdict:
-        """Evaluate and record; a store failure yields an unrecorded deny, never an allow."""
+        """Evaluate and record; a store failure yields an unrecorded deny, never an allow.
+
+        With ``call`` (an identity), a repeat of a known call gets where that call stands
+        instead of a new decision, and an allowed call is claimed by its caller at once.
+        """
         action, invalid = admitted(action)
         args_bytes = canonical(action.args)
         digest = hashlib.sha256(args_bytes).hexdigest()
         try:
             with self.store.write() as tx:
-                verdict = self._decide_in(tx, action, run, digest, len(args_bytes), params, invalid)
+                verdict = self._decide_in(
+                    tx, action, run, digest, len(args_bytes), params, invalid, call, waited_on
+                )
         except StoreError as exc:
             return Verdict(refuse(f"failing closed: {exc}", STORE_UNAVAILABLE, None), None, None)
         if run is not None:
@@ -121,14 +160,22 @@ class Gate:
         return verdict
 
     def decide_in(
-        self, tx: WriteTx, action: Action, run: RunState | None, params: dict[str, Any] | None
+        self,
+        tx: WriteTx,
+        action: Action,
+        run: RunState | None,
+        params: dict[str, Any] | None,
+        call: CallRef | None = None,
+        waited_on: tuple[str, ...] = (),
     ) -> Verdict:
         """``decide`` inside a transaction the caller holds (the server stores an
         idempotency key in the same one)."""
         action, invalid = admitted(action)
         args_bytes = canonical(action.args)
         digest = hashlib.sha256(args_bytes).hexdigest()
-        return self._decide_in(tx, action, run, digest, len(args_bytes), params, invalid)
+        return self._decide_in(
+            tx, action, run, digest, len(args_bytes), params, invalid, call, waited_on
+        )
 
     def _decide_in(
         self,
@@ -139,7 +186,20 @@ class Gate:
         size: int,
         params: dict[str, Any] | None,
         invalid: str | None = None,
+        call: CallRef | None = None,
+        waited_on: tuple[str, ...] = (),
     ) -> Verdict:
+        known: dict[str, Any] | None = None
+        if call is not None:
+            known = self.calls.find(tx, action.agent, action.tool, call.key)
+            if known is not None:
+                try:
+                    state = self.calls.repeat(tx, known, digest, call)
+                except Conflict as exc:
+                    return self._conflict(tx, action, run, known, str(exc))
+                if state is not None:
+                    return self._repeat(tx, action, known, state)
+        hold = holds.check(tx, run.lineage, waited_on=waited_on) if run is not None else None
         policy: CompiledPolicy | None = None
         controls = self.controls_for(tx)
         stopped = controls.kill_reason(action.agent)
@@ -185,6 +245,13 @@ class Gate:
                     decision = check_and_count(
                         tx, policy, action, run.id if run is not None else None, decision
                     )
+        if hold is not None and hold.refused_by is not None and decision.decision != "deny":
+            decision = refuse(
+                f"run {run.id if run else ''} depends on review item {hold.refused_by}, which"
+                f" a reviewer rejected: {hold.reason}",
+                RUN_REJECTED,
+                decision.policy_version,
+            )
         stored = self.stored(action, policy, digest, size)
         if run is not None and not run.started:
             self._record_run_start(tx, run, policy.sensitive if policy is not None else ())
@@ -205,12 +272,18 @@ class Gate:
                 queue=decision.queue or "default",
                 expires_in=timeout,
                 params=params,
+                call_id=known["id"] if known is not None else None,
             )
+        held = hold.pending if hold is not None and decision.decision == "allow" else ()
         body = self.decision_body(decision, action, stored, run, item_id)
         if stage is not None:
             body["autonomy"] = stage
         if shadow is not None:
             body["shadow"] = shadow
+        if held:
+            body["held_by"] = list(held)
+        if call is not None:
+            body["call_key"] = call.key
         rec = tx.append(
             "decision",
             body,
@@ -219,7 +292,78 @@ class Gate:
             decision=decision.decision,
             record_id=decision_id,
         )
-        return Verdict(decision, rec.id, rec.seq, item_id, timeout, on_timeout)
+        state = None
+        if call is not None:
+            status = {"deny": "denied", "review": "pending"}.get(decision.decision, "claimed")
+            state = self.calls.record(
+                tx,
+                known,
+                action.agent,
+                action.tool,
+                digest,
+                call,
+                "decided" if held else status,
+                decision_id,
+                rec.seq,
+                item_id,
+            )
+            if item_id is not None and known is None:
+                tx.sql(
+                    "UPDATE proctor_review_items SET call_id = ? WHERE id = ?", (state.id, item_id)
+                )
+        return Verdict(decision, rec.id, rec.seq, item_id, timeout, on_timeout, held, state)
+
+    def _repeat(
+        self, tx: WriteTx, action: Action, row: dict[str, Any], state: CallState
+    ) -> Verdict:
+        """A known call asked again: where it stands, no new decision. A completed one
+        returns its recorded result, and the repeat is logged against the call."""
+        reason = {
+            "done": f"call {row['key']!r} already ran: its recorded result stands",
+            "busy": f"call {row['key']!r} is being run by another runner",
+            "unknown": f"call {row['key']!r} may or may not have happened: it is reconciled first",
+            "pending": f"call {row['key']!r} waits for a reviewer (item {row['item_id']})",
+            "claimed": f"call {row['key']!r} is this caller's own claim",
+        }[state.status]
+        kind = "review" if state.status == "pending" else "allow"
+        queue = None
+        if state.status == "pending":
+            found = tx.sql(
+                "SELECT queue FROM proctor_review_items WHERE id = ?", (row["item_id"],)
+            ).fetchone()
+            queue = found[0] if found is not None else None
+        decision = Decision(kind, (CALL_REPEAT,), reason, tx.policy_version, queue=queue)
+        if state.status == "done":
+            rec = tx.append(
+                "call.repeat",
+                {"call_id": row["id"], "key": row["key"], "decision_id": row["decision_id"]},
+                agent=action.agent,
+                tool=action.tool,
+            )
+            self.calls.add_seq(tx, row["id"], rec.seq)
+        return Verdict(
+            decision, row["decision_id"], row["decision_seq"], row["item_id"], call=state
+        )
+
+    def _conflict(
+        self,
+        tx: WriteTx,
+        action: Action,
+        run: RunState | None,
+        row: dict[str, Any],
+        reason: str,
+    ) -> Verdict:
+        """The same identity with other arguments: refused and recorded, never run."""
+        args_bytes = canonical(action.args)
+        digest = hashlib.sha256(args_bytes).hexdigest()
+        decision = refuse(reason, CALL_CONFLICT, tx.policy_version)
+        stored = self.stored(action, self._usable_policy(tx), digest, len(args_bytes))
+        body = self.decision_body(decision, action, stored, run, None)
+        body["call_key"] = row["key"]
+        rec = tx.append("decision", body, agent=action.agent, tool=action.tool, decision="deny")
+        self.calls.add_seq(tx, row["id"], rec.seq)
+        state = CallState(row["id"], row["key"], "conflict", error=reason)
+        return Verdict(decision, rec.id, rec.seq, call=state)
 
     def judge(self, tx: WriteTx, action: Action) -> Decision:
         """The decision a new action would get now, recorded nowhere and counting toward no
@@ -452,20 +596,40 @@ class Gate:
         params: dict[str, Any] | None = None,
         item_id: str | None = None,
         in_tx: Callable[[WriteTx], bool] | None = None,
+        call: CallOutcome | None = None,
     ) -> str | None:
-        """Record how the tool call ended; opens exception and sample items. Returns an item id.
+        """Record how the tool call ended; opens exception, sample and settle items. Returns
+        an item id.
 
         ``in_tx`` runs first in the same transaction (a grant's item is finished with it);
         when it returns False the outcome is already recorded and nothing more is written.
+        ``call`` finishes a call with an identity (only its claim's holder may); an error
+        that may have committed leaves it ``unknown``, and, when the tool has no lookup to
+        settle it, opens an item for a person to.
         """
         action, _ = admitted(action)  # a tool may have changed its arguments as it ran
         decision = verdict.decision
+        unknown = error is not None and call is not None and call.ambiguous
         with self.store.write() as tx:
             if in_tx is not None and not in_tx(tx):
                 return None
+            outcome_seq = tx.head_seq + 1  # nothing else is appended before the outcome
+            if call is not None and not self.calls.finish(
+                tx,
+                call.id,
+                call.token,
+                "done" if error is None else "unknown" if unknown else "failed",
+                call.result,
+                _error_text(error) if error is not None else None,
+                self.max_args_bytes,
+                outcome_seq,
+            ):
+                return None
             opened = None
             kind = queue = None
-            if error is not None and decision.on_error:
+            if unknown and call is not None and not call.has_lookup:
+                kind, queue = "settle", decision.queue or self._any_queue(tx)
+            elif error is not None and decision.on_error:
                 kind, queue = "exception", decision.queue
             elif error is None and verdict.id and sampled(verdict.id, decision.sample):
                 kind, queue = "sample", decision.sample_queue
@@ -475,7 +639,7 @@ class Gate:
                 opened = self.open_item(
                     tx,
                     kind,
-                    decision,
+                    _why_item(kind, decision, action, error),
                     action,
                     decision_id=verdict.id or "",
                     decision_seq=verdict.seq or 0,
@@ -486,11 +650,12 @@ class Gate:
                     expires_in=None,
                     params=params,
                     detail=_error_text(error) if error is not None else None,
+                    call_id=call.id if call is not None else None,
                 )
             body: dict[str, Any] = {
                 "decision_id": verdict.id,
                 "decision_seq": verdict.seq,
-                "outcome": "ok" if error is None else "error",
+                "outcome": "ok" if error is None else "unknown" if unknown else "error",
                 "duration_ms": round(duration * 1000, 3),
                 **_run_fields(run),
             }
@@ -499,10 +664,19 @@ class Gate:
                 body["error"] = _error_text(error)
             if opened or item_id:
                 body["review_item"] = opened or item_id
-            tx.append("outcome", body, agent=action.agent, tool=action.tool)
+            if call is not None:
+                body["call_id"] = call.id
+            rec = tx.append("outcome", body, agent=action.agent, tool=action.tool)
+            assert rec.seq == outcome_seq, "the outcome is the next record after finishing"
         if run is not None:
             run.remember(action.tool, "error" if error is not None else "ok", verdict.id)
         return opened
+
+    def _any_queue(self, tx: WriteTx) -> str:
+        policy = self._usable_policy(tx)
+        if policy is None:
+            return "default"
+        return policy.document.defaults.queue or next(iter(policy.queues), "default")
 
     def open_item(
         self,
@@ -521,6 +695,7 @@ class Gate:
         params: dict[str, Any] | None = None,
         detail: str | None = None,
         options: list[dict[str, Any]] | None = None,
+        call_id: str | None = None,
     ) -> str:
         """A durable review item holding what a reviewer needs to decide without redoing
         the agent's work: arguments, context, the run so far, the rule and its reason."""
@@ -530,13 +705,14 @@ class Gate:
         impact = action.context.get("impact")
         meta = {**(params or {}), "reversible": action.reversible, "reads": list(action.reads)}
         history = list(run.history) if run is not None else []
+        holds_run = kind in ("approval", "choice") and decision.hold_run
         tx.sql(
             "INSERT INTO proctor_review_items (id, kind, status, queue, agent, tool, decision_id,"
             " decision_seq, run_id, policy_version, rule_ids, reason, risk, args, args_digest,"
             " context, detail, created_at, expires_at, updated_at, sla_due, impact, quorum,"
-            " params, history, options, exec_args)"
+            " params, history, options, exec_args, hold_run, on_reject, call_id)"
             " VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
-            " ?, ?, ?, ?)",
+            " ?, ?, ?, ?, ?, ?, ?)",
             (
                 item_id,
                 kind,
@@ -566,6 +742,10 @@ class Gate:
                 canonical(history).decode(),
                 canonical(options).decode() if options is not None else None,
                 canonical(action.args).decode() if stored.exact else None,
+                holds_run,
+                # only an approval that held its run has dependents to refuse
+                "refuse_dependents" if holds_run and decision.refuse_dependents else "release",
+                call_id,
             ),
         )
         return item_id
@@ -578,6 +758,7 @@ class Gate:
         masked: list[str] = []
         invalid = problem(run.context, "context")
         context = run.context if invalid is None else omitted(invalid)
+        holds.record_run(tx, run.id, run.parent_id, run.agent)
         tx.append(
             "run.start",
             {
@@ -633,6 +814,20 @@ def _invalid_options(offered: list[tuple[Action, dict[str, Any]]]) -> str | None
     return None
 
 
+def _why_item(
+    kind: str, decision: Decision, action: Action, error: BaseException | None
+) -> Decision:
+    """The decision an item opened after the call ran says why a person sees it."""
+    failure = f"{error_type(error)}: {_error_text(error)}" if error is not None else ""
+    if kind == "settle":
+        reason = f"{action.tool} may or may not have happened ({failure}); a person settles it"
+        return replace(decision, rule_ids=("call-unknown",), reason=reason)
+    if kind == "exception":
+        reason = f"{action.tool} failed ({failure}); its rule sends failures to a person"
+        return replace(decision, reason=reason)
+    return decision
+
+
 def _timeouts(policy: CompiledPolicy | None, queue: str | None) -> tuple[float, str]:
     if policy is None:
         return DEFAULT_REVIEW_TIMEOUT, "deny"
@@ -649,7 +844,7 @@ def _run_fields(run: RunState | None) -> dict[str, Any]:
     return {
         "run_id": run.id,
         "trace_id": run.trace_id,
-        "parent_run_id": run.parent.id if run.parent else None,
+        "parent_run_id": run.parent_id,
     }
 
 

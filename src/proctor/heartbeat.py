@@ -16,57 +16,78 @@ from contextlib import contextmanager
 
 from ._errors import ProctorError
 
+IDLE_SECONDS = 30.0  # a thread with nothing to renew for this long stops
+Held = tuple[str, str]  # ("item", item id) for an approved item, ("call", call id) for a call
+
 
 class Heartbeat:
-    def __init__(self, renew: Callable[[str, str], bool]) -> None:
+    def __init__(self, renew: Callable[[Held, str], bool]) -> None:
         self._renew = renew
-        self._held: dict[str, tuple[str, float]] = {}  # item id -> (token, lease seconds)
+        self._held: dict[Held, tuple[str, float]] = {}  # (kind, id) -> (token, lease seconds)
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._stopped = False
+        self._period = 10.0
 
     @contextmanager
-    def holding(self, item_id: str, token: str, lease_seconds: float) -> Iterator[None]:
-        """Keep ``item_id``'s lease alive for the length of the block."""
+    def holding(self, held: Held, token: str, lease_seconds: float) -> Iterator[None]:
+        """Keep the lease of ``held`` (``("item", id)`` or ``("call", id)``) alive for the
+        length of the block."""
+        self.hold(held, token, lease_seconds)
+        try:
+            yield
+        finally:
+            self.release(held)
+
+    def hold(self, held: Held, token: str, lease_seconds: float) -> None:
+        """Start renewing ``held``; ``release`` stops. Cheap on the hot path: a fresh
+        claim's lease outlasts the thread's next round unless it is shorter than the
+        others, and only then is the thread woken to take up the shorter period."""
         with self._lock:
-            self._held[item_id] = (token, lease_seconds)
-            if self._thread is None or not self._thread.is_alive():
+            self._held[held] = (token, lease_seconds)
+            if self._thread is None:
                 self._stopped = False
+                self._period = lease_seconds / 3
                 self._thread = threading.Thread(
                     target=self._run, name="proctor-lease-heartbeat", daemon=True
                 )
                 self._thread.start()
-            elif len(self._held) == 1:
-                self._wake.notify()  # it was idling: the period is this lease's now
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._held.pop(item_id, None)
+            elif lease_seconds / 3 < self._period:
+                self._period = lease_seconds / 3
+                self._wake.notify()
+
+    def release(self, held: Held) -> None:
+        with self._lock:
+            self._held.pop(held, None)
 
     def _run(self) -> None:
+        idle = 0.0
         with self._lock:
             while not self._stopped:
+                self._wake.wait(self._period)
+                if self._stopped:
+                    break
                 if not self._held:
-                    self._wake.wait(5.0)
-                    if not self._held:
+                    idle += self._period
+                    if idle >= IDLE_SECONDS:
                         self._thread = None  # idle: the next claim starts a new thread
                         return
                     continue
-                period = min(lease for _, lease in self._held.values()) / 3
-                self._wake.wait(period)
+                idle = 0.0
+                self._period = min(lease for _, lease in self._held.values()) / 3
                 due = dict(self._held)
                 self._lock.release()
                 try:
-                    for item_id, (token, _) in due.items():
-                        self._beat(item_id, token)
+                    for held, (token, _) in due.items():
+                        self._beat(held, token)
                 finally:
                     self._lock.acquire()
+            self._thread = None
 
-    def _beat(self, item_id: str, token: str) -> None:
+    def _beat(self, held: Held, token: str) -> None:
         try:
-            self._renew(item_id, token)
+            self._renew(held, token)
         except ProctorError:
             return  # unreachable for now: try again next round; the lease is the backstop
 

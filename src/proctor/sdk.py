@@ -5,14 +5,20 @@ from __future__ import annotations
 import asyncio
 import builtins
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
 from ._errors import ConfigError, Denied, InvalidRequest, PolicyError
 from ._settings import float_setting, int_setting, setting
+from .approvals import answer, claim_grant, resume_call, run_async, run_sync
 from .backends import Backend
 from .backends.local import LocalBackend
+from .calls import Call, prepare, run_async_prepared
+from .calls import call_id as _call_id
+from .calls import decide as _decide
+from .calls import run as _run_prepared
 from .gate import Gate
 from .heartbeat import Heartbeat
 from .policy import Action, CompiledPolicy
@@ -20,19 +26,26 @@ from .review.items import ReviewItem
 from .runs import Run, current_run
 from .store import Store
 from .telemetry.tracing import make_tracer
-from .tools import (
-    UNSET,
-    ToolSpec,
-    answer,
-    claim_grant,
-    make_spec,
-    resume_call,
-    run_async,
-    run_sync,
-    wrap,
-)
+from .tools import UNSET, ToolSpec, make_spec, wrap
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _retention() -> float:
+    from .policy.durations import parse_duration
+
+    raw = setting("call_retention")
+    try:
+        return parse_duration(raw)
+    except ValueError as exc:
+        raise ConfigError(f"PROCTOR_CALL_RETENTION: {exc}") from exc
+
+
+def _spec_of(tool: Callable[..., Any]) -> ToolSpec:
+    spec = getattr(tool, "__proctor_tool__", None)
+    if not isinstance(spec, ToolSpec):
+        raise InvalidRequest("decide a function decorated with @px.tool")
+    return spec
 
 
 def read_policy_source(path_or_text: str | Path) -> tuple[str, str]:
@@ -130,6 +143,13 @@ class ReviewsAPI:
         """Pick option ``option`` (0-based) of a choice item."""
         return self._px.backend.review("choose", item_id, by, option=option, note=note)
 
+    def settle(
+        self, item_id: str, *, by: str = "", happened: bool, note: str | None = None
+    ) -> ReviewItem:
+        """Settle a call that may or may not have happened (a ``settle`` item): it did (the
+        call is closed), or it did not (its next repeat runs it, once)."""
+        return self._px.backend.review("settle", item_id, by, happened=happened, note=note)
+
     def sweep(self) -> builtins.list[str]:
         """Apply review timeouts (expire or escalate) and flag runs whose runner died."""
         return self._px.backend.sweep()
@@ -185,9 +205,12 @@ class Proctor:
                 pool_size=int_setting("pool_size"),
             )
             self.backend = LocalBackend(
-                store, max_args_bytes=max_args_bytes, lease_seconds=self.lease_seconds
+                store,
+                max_args_bytes=max_args_bytes,
+                lease_seconds=self.lease_seconds,
+                call_retention=_retention(),
             )
-        self.heartbeat = Heartbeat(self.backend.renew)
+        self.heartbeat = Heartbeat(self._renew)
         self.policy = PolicyAPI(self)
         self.reviews = ReviewsAPI(self)
         self._tools: dict[tuple[str | None, str], ToolSpec] = {}
@@ -265,6 +288,54 @@ class Proctor:
             return asyncio.run(run_async(self, spec, granted, run, call))
         return run_sync(self, spec, granted, run, call)
 
+    def _renew(self, held: tuple[str, str], token: str) -> bool:
+        kind, ident = held
+        if kind == "call":
+            return self.backend.renew_call(ident, token)
+        return self.backend.renew(ident, token)
+
+    def reconcile(self, *, limit: int = 100) -> list[tuple[str, str]]:
+        """Ask each registered tool's lookup about that tool's unknown calls, oldest first
+        (at most ``limit`` per tool), and record the answers: run it on a schedule in the
+        process that has the lookups. Returns ``(call_id, answer)`` pairs.
+
+        ``committed`` closes a call; ``not_committed`` lets its next repeat run it once;
+        ``conflicting`` and ``unavailable`` keep it unknown, for a person. Nothing is run
+        here: the body runs only when the agent repeats the call."""
+        from .reconcile import reconcile_unknown
+
+        return reconcile_unknown(self, list(self._tools.values()), limit)
+
+    def call_id(self, value: str) -> AbstractContextManager[None]:
+        """``with px.call_id("tc_123"): refund(...)`` gives that call an identity: a repeat
+        with the same identity and arguments returns the recorded result, never runs again."""
+        return _call_id(value)
+
+    def decide(
+        self, tool: Callable[..., Any], /, *args: Any, call_id: str | None = None, **kwargs: Any
+    ) -> Call:
+        """Decide a call of ``tool`` (a function wrapped with ``@px.tool``) without running
+        it; ``execute`` runs it later under exactly that decision, once."""
+        spec = _spec_of(tool)
+        return _decide(self, spec, args, kwargs, call_id)
+
+    def execute(self, call: Call, *, wait: Any = UNSET) -> Any:
+        """Run a decided call's body under its decision: wait for its review or hold (up to
+        ``wait``, default the tool's), and run it once; a completed call's recorded result
+        is returned without running. Raises as the wrapped tool would."""
+        if call.spec.is_async:
+            raise ConfigError(f"{call.tool} is async: await px.execute_async(call)")
+        chosen = call.spec.wait if wait is UNSET else wait
+        return _run_prepared(self, prepare(self, call, chosen))
+
+    async def execute_async(self, call: Call, *, wait: Any = UNSET) -> Any:
+        """``execute`` for an async tool (or a sync one, run on a worker thread)."""
+        chosen = call.spec.wait if wait is UNSET else wait
+        prepared = await asyncio.to_thread(prepare, self, call, chosen)
+        if call.spec.is_async:
+            return await run_async_prepared(self, prepared)
+        return await asyncio.to_thread(_run_prepared, self, prepared)
+
     def choose(
         self,
         options: Sequence[Option],
@@ -307,8 +378,6 @@ class Proctor:
             raise Denied(
                 verdict.decision.reason, rule_ids=verdict.decision.rule_ids, decision_id=verdict.id
             )
-        if run is not None and verdict.item_id:
-            run.holding.add(verdict.item_id)  # a pending choice holds its run
         waiting = replace(specs[0], wait=None if wait is UNSET else wait)
         item = answer(self, waiting, verdict, run)
         return self._resume(item.id, None, run)
@@ -327,6 +396,8 @@ class Proctor:
         reversible: bool = True,
         wait: float | object | None = UNSET,
         reads: Sequence[str] = (),
+        key: str | Sequence[str] | None = None,
+        ambiguous: Sequence[type[BaseException]] | None = None,
     ) -> Callable[[F], F]: ...
 
     def tool(
@@ -339,9 +410,18 @@ class Proctor:
         reversible: bool = True,
         wait: Any = UNSET,
         reads: Sequence[str] = (),
+        key: str | Sequence[str] | None = None,
+        ambiguous: Sequence[type[BaseException]] | None = None,
     ) -> Any:
         """Put a tool behind the gate. ``wait``: seconds to block for a human on review
-        (None: the policy's review timeout, the default; 0: raise ReviewPending at once)."""
+        (None: the policy's review timeout, the default; 0: raise ReviewPending at once).
+
+        ``key``: the arguments whose values are a call's identity (``key="order_id"``): a
+        repeat of a completed call with the same key and arguments returns its recorded
+        result without running. ``ambiguous``: the errors after which the effect may have
+        happened (default: timeouts and dropped connections); such a call is ``unknown``
+        until reconciled (``@tool.reconcile``) or settled by a person.
+        """
 
         def decorate(f: F) -> F:
             spec = make_spec(
@@ -351,20 +431,35 @@ class Proctor:
                 reversible=reversible,
                 wait=None if wait is UNSET else wait,
                 reads=tuple(reads),
+                key=(key,) if isinstance(key, str) else tuple(key) if key is not None else None,
+                ambiguous=tuple(ambiguous) if ambiguous is not None else None,
             )
             return wrap(self, spec)  # type: ignore[return-value]
 
         return decorate(fn) if fn is not None else decorate
 
-    def run(self, /, agent: str | None = None, **context: Any) -> Run:
+    def run(self, /, agent: str | None = None, *, parent: str | None = None, **context: Any) -> Run:
         """Group actions into one run; keyword arguments become ``context.*`` for the rules
-        (any name but ``agent``)."""
-        parent = current_run()
-        name = agent or (parent.agent if parent is not None else None)
+        (any name but ``agent`` and ``parent``).
+
+        ``parent``: the id of a run in another process this one works for (a delegated
+        sub-agent): the parent's pending approvals hold this run too, and a rejection that
+        refuses dependents refuses it.
+        """
+        enclosing = current_run()
+        name = agent or (enclosing.agent if enclosing is not None else None)
         if name is None:
             raise ConfigError("px.run() needs agent= (or an enclosing run to inherit it from)")
+        if parent is not None:  # an explicit parent, from another process: it wins
+            return Run(
+                agent=name,
+                context=context,
+                backend=self.backend,
+                tracer=self.tracer,
+                ancestors=tuple(self.backend.lineage(parent)) or (parent,),
+            )
         return Run(
-            agent=name, context=context, backend=self.backend, parent=parent, tracer=self.tracer
+            agent=name, context=context, backend=self.backend, parent=enclosing, tracer=self.tracer
         )
 
     def close(self) -> None:

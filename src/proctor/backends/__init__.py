@@ -10,10 +10,11 @@ exchange.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-from ..gate import Verdict
+from ..execution.calls import CallRef, CallState, Settlement, UnknownCall
+from ..gate import CallOutcome, Verdict
 from ..policy import Action, CompiledPolicy, Decision
 from ..review.items import ReviewItem
 from ..runstate import RunState
@@ -25,7 +26,12 @@ class Backend(Protocol):
     """Everything the SDK asks of Proctor's core."""
 
     def decide(
-        self, action: Action, run: RunState | None, params: dict[str, Any] | None
+        self,
+        action: Action,
+        run: RunState | None,
+        params: dict[str, Any] | None,
+        call: CallRef | None = None,
+        waited_on: tuple[str, ...] = (),
     ) -> Verdict: ...
 
     def record_outcome(
@@ -40,6 +46,7 @@ class Backend(Protocol):
         item_id: str | None = None,
         result: Any = _NOT_GIVEN,
         claim_token: str | None = None,
+        call: CallOutcome | None = None,
     ) -> str | None: ...
 
     def record_refusal(
@@ -59,13 +66,35 @@ class Backend(Protocol):
 
     def claim(
         self, item_id: str, original_digest: str | None, owner: str | None, token: str
-    ) -> tuple[str, float]:
-        """Claim an approved item's grant with a token of the runner's own making:
-        (state, lease seconds)."""
+    ) -> ClaimAnswer:
+        """Claim an approved item's grant with a token of the runner's own making."""
         ...
 
     def renew(self, item_id: str, token: str) -> bool:
         """Extend the lease of a held claim; False when it is no longer held."""
+        ...
+
+    def renew_call(self, call_id: str, token: str) -> bool:
+        """Extend the lease of a claimed call; False when it is no longer held."""
+        ...
+
+    def settle_call(self, call_id: str, settlement: Settlement) -> CallState:
+        """An unknown call's reconciliation: logged against the call's argument digest;
+        committed closes it, not committed lets this caller run it once more (claimed
+        with ``settlement.token``), anything else keeps it unknown and asks a person."""
+        ...
+
+    def unknown_calls(self, agent: str | None, tool: str, limit: int) -> list[UnknownCall]:
+        """Unknown calls of ``tool`` (of ``agent``, or any), oldest first, for a scheduled
+        reconciliation by the process that has the tool's lookup."""
+        ...
+
+    def escalate_call(self, call_id: str, why: str) -> str:
+        """Put an unknown call in front of a person (a ``settle`` item, one per call)."""
+        ...
+
+    def lineage(self, run_id: str) -> list[str]:
+        """A run and the runs it descends from, as recorded."""
         ...
 
     def sweep_item(self, item_id: str) -> None: ...
@@ -91,6 +120,14 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class ClaimAnswer:
+    state: str
+    lease_seconds: float
+    held_by: tuple[str, ...] = ()
+    reason: str | None = None
+
+
 # -- wire forms shared by the server and the remote client -----------------------------------
 
 
@@ -104,12 +141,15 @@ def verdict_to_wire(v: Verdict) -> dict[str, Any]:
         "item_id": v.item_id,
         "review_timeout": v.review_timeout,
         "on_timeout": v.on_timeout,
+        "held_by": list(v.held_by),
+        "call": call_to_wire(v.call) if v.call is not None else None,
     }
 
 
 def verdict_from_wire(data: dict[str, Any]) -> Verdict:
     d = dict(data["decision"])
     d["rule_ids"] = tuple(d["rule_ids"])
+    call = data.get("call")
     return Verdict(
         Decision(**d),
         data["id"],
@@ -117,7 +157,19 @@ def verdict_from_wire(data: dict[str, Any]) -> Verdict:
         data.get("item_id"),
         data["review_timeout"],
         data["on_timeout"],
+        tuple(data.get("held_by") or ()),
+        call_from_wire(call) if call else None,
     )
+
+
+def call_to_wire(state: CallState) -> dict[str, Any]:
+    wire = asdict(state)
+    wire["seqs"] = list(state.seqs)
+    return wire
+
+
+def call_from_wire(data: dict[str, Any]) -> CallState:
+    return CallState(**{**data, "seqs": tuple(data.get("seqs") or ())})
 
 
 def item_to_wire(item: ReviewItem) -> dict[str, Any]:

@@ -7,33 +7,50 @@ from typing import Any
 
 from .. import _clock
 from .._errors import PolicyError
-from ..gate import Gate, Verdict
+from ..execution import holds
+from ..execution.calls import DEFAULT_RETENTION, CallRef, CallState, Settlement, UnknownCall
+from ..execution.leases import DEFAULT_LEASE_SECONDS
+from ..gate import CallOutcome, Gate, Verdict
 from ..policy import Action, CompiledPolicy, compile_policy, run_tests
 from ..policy.lifecycle import active_source
-from ..review.grants import DEFAULT_LEASE_SECONDS
 from ..review.items import ReviewItem, get_item, list_items, status_of, wait_while
 from ..review.service import ReviewService
 from ..runstate import RunState
 from ..store import Store
-from . import _NOT_GIVEN
+from . import _NOT_GIVEN, ClaimAnswer
 
 
 class LocalBackend:
     """Decisions made in this process, on the database."""
 
     def __init__(
-        self, store: Store, *, max_args_bytes: int, lease_seconds: float = DEFAULT_LEASE_SECONDS
+        self,
+        store: Store,
+        *,
+        max_args_bytes: int,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        call_retention: float = DEFAULT_RETENTION,
     ) -> None:
         self.store = store
-        self.gate = Gate(store, max_args_bytes=max_args_bytes)
+        self.gate = Gate(
+            store,
+            max_args_bytes=max_args_bytes,
+            lease_seconds=lease_seconds,
+            call_retention=call_retention,
+        )
         self.service = ReviewService(self.gate, lease_seconds)
 
     # -- the agent's side --------------------------------------------------------------
 
     def decide(
-        self, action: Action, run: RunState | None, params: dict[str, Any] | None
+        self,
+        action: Action,
+        run: RunState | None,
+        params: dict[str, Any] | None,
+        call: CallRef | None = None,
+        waited_on: tuple[str, ...] = (),
     ) -> Verdict:
-        return self.gate.decide(action, run, params)
+        return self.gate.decide(action, run, params, call, waited_on)
 
     def record_outcome(
         self,
@@ -47,6 +64,7 @@ class LocalBackend:
         item_id: str | None = None,
         result: Any = _NOT_GIVEN,
         claim_token: str | None = None,
+        call: CallOutcome | None = None,
     ) -> str | None:
         finish = None
         if item_id is not None and result is not _NOT_GIVEN:
@@ -64,6 +82,7 @@ class LocalBackend:
             params=params,
             item_id=item_id,
             in_tx=finish,
+            call=call,
         )
 
     def record_refusal(
@@ -86,12 +105,30 @@ class LocalBackend:
 
     def claim(
         self, item_id: str, original_digest: str | None, owner: str | None, token: str
-    ) -> tuple[str, float]:
+    ) -> ClaimAnswer:
         found = self.service.grants.claim(item_id, original_digest, owner, token)
-        return found.state, found.lease_seconds
+        return ClaimAnswer(found.state, found.lease_seconds, found.held_by, found.reason)
 
     def renew(self, item_id: str, token: str) -> bool:
         return self.service.grants.renew(item_id, token)
+
+    def renew_call(self, call_id: str, token: str) -> bool:
+        with self.store.write() as tx:
+            return self.gate.calls.renew(tx, call_id, token)
+
+    def settle_call(self, call_id: str, settlement: Settlement) -> CallState:
+        return self.service.settling.by_lookup(call_id, settlement)
+
+    def unknown_calls(self, agent: str | None, tool: str, limit: int) -> list[UnknownCall]:
+        with self.store.write() as tx:
+            return self.gate.calls.unknown(tx, agent, tool, limit)
+
+    def escalate_call(self, call_id: str, why: str) -> str:
+        return self.service.settling.by_agent(call_id, why)
+
+    def lineage(self, run_id: str) -> list[str]:
+        with self.store.write() as tx:
+            return holds.lineage(tx, run_id)
 
     def sweep_item(self, item_id: str) -> None:
         self.service.sweep(item_id=item_id)

@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import orjson
@@ -26,12 +27,20 @@ from .._errors import (
     error_for_status,
 )
 from .._values import omitted, problem, storable_json, text
-from ..gate import INVALID_INPUT, SERVER_UNREACHABLE, Verdict, admitted, error_type
+from ..execution.calls import CallRef, CallState, Settlement, UnknownCall
+from ..gate import INVALID_INPUT, SERVER_UNREACHABLE, CallOutcome, Verdict, admitted, error_type
 from ..policy import Action, CompiledPolicy, compile_policy
 from ..policy.evaluate import refuse
 from ..review.items import ReviewItem
 from ..runstate import RunState
-from . import _NOT_GIVEN, item_from_wire, verdict_from_wire, verdict_to_wire
+from . import (
+    _NOT_GIVEN,
+    ClaimAnswer,
+    call_from_wire,
+    item_from_wire,
+    verdict_from_wire,
+    verdict_to_wire,
+)
 
 LONG_POLL = 25.0
 _ITEM_FIELDS = frozenset(ReviewItem.__dataclass_fields__)
@@ -54,7 +63,8 @@ def _run_wire(run: RunState | None) -> dict[str, Any] | None:
     return {
         "id": run.id,
         "trace_id": run.trace_id,
-        "parent_id": run.parent.id if run.parent else None,
+        "parent_id": run.parent_id,
+        "ancestors": list(run.ancestors),
         "agent": run.agent,
         "context": run.context if invalid is None else omitted(invalid),
         "started": run.started,
@@ -148,7 +158,12 @@ class RemoteBackend:
     # -- the agent's side --------------------------------------------------------------
 
     def decide(
-        self, action: Action, run: RunState | None, params: dict[str, Any] | None
+        self,
+        action: Action,
+        run: RunState | None,
+        params: dict[str, Any] | None,
+        call: CallRef | None = None,
+        waited_on: tuple[str, ...] = (),
     ) -> Verdict:
         safe, invalid = admitted(action)
         if invalid is not None:  # refused here, as the embedded gate would; and recorded
@@ -159,6 +174,10 @@ class RemoteBackend:
                 return Verdict(refuse(reason, INVALID_INPUT, None), None, None)
             return verdict
         body = _action_wire(action, run, params, idempotency_key())
+        if call is not None:
+            body["call"] = {"key": call.key, "token": call.token, "owner": call.owner}
+        if waited_on:
+            body["waited_on"] = list(waited_on)
         try:
             verdict = verdict_from_wire(self._call("POST", "/api/v1/actions", body))
         except StoreError as exc:
@@ -181,6 +200,7 @@ class RemoteBackend:
         item_id: str | None = None,
         result: Any = _NOT_GIVEN,
         claim_token: str | None = None,
+        call: CallOutcome | None = None,
     ) -> str | None:
         action, _ = admitted(action)  # a tool may have changed its arguments as it ran
         body = {
@@ -196,6 +216,15 @@ class RemoteBackend:
             "claim_token": claim_token,
             "idempotency_key": idempotency_key(),
         }
+        if call is not None:
+            body["call"] = {
+                "id": call.id,
+                "token": call.token,
+                "ambiguous": call.ambiguous,
+                "has_lookup": call.has_lookup,
+            }
+            body["has_result"] = True
+            body["result"] = orjson.loads(storable_json(call.result))
         opened = self._call("POST", "/api/v1/outcomes", body).get("item_id")
         if run is not None:
             run.remember(action.tool, "error" if error is not None else "ok", verdict.id)
@@ -246,15 +275,59 @@ class RemoteBackend:
 
     def claim(
         self, item_id: str, original_digest: str | None, owner: str | None, token: str
-    ) -> tuple[str, float]:
+    ) -> ClaimAnswer:
         # A retry after a lost response shows the same token and gets its claim back.
         body = {"args_digest": original_digest, "owner": owner, "token": token}
         answer = self._call("POST", f"/api/v1/reviews/{item_id}/claim", body)
-        return str(answer["state"]), float(answer["lease_seconds"])
+        return ClaimAnswer(
+            str(answer["state"]),
+            float(answer["lease_seconds"]),
+            tuple(answer.get("held_by") or ()),
+            answer.get("reason"),
+        )
 
     def renew(self, item_id: str, token: str) -> bool:
         answer = self._call("POST", f"/api/v1/reviews/{item_id}/lease", {"token": token})
         return bool(answer["held"])
+
+    def renew_call(self, call_id: str, token: str) -> bool:
+        answer = self._call("POST", f"/api/v1/calls/{call_id}/lease", {"token": token})
+        return bool(answer["held"])
+
+    def settle_call(self, call_id: str, settlement: Settlement) -> CallState:
+        body = {
+            "answer": settlement.answer,
+            "result": orjson.loads(storable_json(settlement.result)),
+            "evidence": text(settlement.evidence or "")[:2000] or None,
+            "token": settlement.token,
+            "owner": settlement.owner,
+        }
+        return call_from_wire(self._call("POST", f"/api/v1/calls/{call_id}/settle", body))
+
+    def unknown_calls(self, agent: str | None, tool: str, limit: int) -> list[UnknownCall]:
+        query = {"status": "unknown", "tool": tool, "limit": str(limit)}
+        if agent is not None:
+            query["agent"] = agent
+        found = self._call("GET", f"/api/v1/calls?{urlencode(query)}")["calls"]
+        return [
+            UnknownCall(
+                c["id"],
+                c["agent"],
+                c["tool"],
+                c["key"],
+                c["args"],
+                c["decision_id"],
+                c["decision_seq"],
+            )
+            for c in found
+        ]
+
+    def escalate_call(self, call_id: str, why: str) -> str:
+        answer = self._call("POST", f"/api/v1/calls/{call_id}/escalate", {"why": why[:2000]})
+        return str(answer["item_id"])
+
+    def lineage(self, run_id: str) -> list[str]:
+        return [str(r) for r in self._call("GET", f"/api/v1/runs/{run_id}/lineage")["runs"]]
 
     def sweep_item(self, item_id: str) -> None:
         self._call("POST", f"/api/v1/reviews/{item_id}/timeout")

@@ -24,6 +24,9 @@ rules_option = click.option(
     help="Rules in the synthetic policy.",
 )
 json_flag = click.option("--json", "as_json", is_flag=True, help="Print JSON (the only format).")
+database_option = click.option(
+    "--database", "-d", default=None, help="Database URL (default: a fresh SQLite file)."
+)
 
 
 def _print_json(data: dict[str, Any]) -> None:
@@ -32,7 +35,7 @@ def _print_json(data: dict[str, Any]) -> None:
 
 @bench.command("gate")
 @rules_option
-@click.option("--database", "-d", default=None, help="Database URL (default: a fresh SQLite file).")
+@database_option
 @click.option("-n", "count", type=click.IntRange(min=100), default=20_000, show_default=True)
 @json_flag
 @click.option(
@@ -50,6 +53,19 @@ def bench_gate(rules: int, database: str | None, count: int, as_json: bool, trac
     from .gate import bench_gate as run
 
     _print_json(run(rules=rules, database=database, n=count))
+
+
+@bench.command("calls")
+@rules_option
+@database_option
+@click.option("-n", "count", type=click.IntRange(min=100), default=10000, show_default=True)
+@json_flag
+def bench_calls(rules: int, database: str | None, count: int, as_json: bool) -> None:
+    """What a call identity costs the allow path: the gate's decision, and a whole tool
+    call (and what a run's hold check costs it)."""
+    from .calls import bench_calls as run
+
+    _print_json(run(rules=rules, n=count, database=database))
 
 
 @bench.command("policy")

@@ -120,7 +120,7 @@ def _database(url: str | None) -> Iterator[str]:
         with tempfile.TemporaryDirectory(prefix="proctor-bench-") as tmp:
             yield url or f"sqlite:///{tmp}/bench.db"
         return
-    schema = f"proctor_bench_{os.getpid()}"
+    schema = f"proctor_bench_{os.getpid()}_{os.urandom(3).hex()}"
     engine = sa.create_engine(normalize_url(url))
     with engine.begin() as conn:
         conn.exec_driver_sql(f"CREATE SCHEMA {schema}")

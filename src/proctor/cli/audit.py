@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -65,3 +66,37 @@ def audit_replay(seq: int, database: str | None) -> None:
         out.print(result.message)
         sys.exit(1)
     out.print(result.message)
+
+
+@audit.command("show")
+@click.argument("call_id")
+@database_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def audit_show(call_id: str, database: str | None, as_json: bool) -> None:
+    """A call's receipt: where it stands and every record of its life, with their seqs.
+
+    CALL_ID is a call's id (a call with an identity) or its decision record's id."""
+    import orjson
+    from rich.markup import escape
+    from rich.table import Table
+
+    from ..audit.receipts import receipt, summary
+
+    with Proctor(database) as px:
+        life = receipt(px.store, call_id)
+    if as_json:
+        click.echo(orjson.dumps(life, option=orjson.OPT_INDENT_2).decode())
+        return
+    if life.get("key"):
+        out.print(
+            f"call {life['call_id']}: {life['agent']}'s {life['tool']} ({life['key']})"
+            f" is {life['status']} after {life['attempts']} run(s)",
+            markup=False,
+        )
+    table = Table(title=f"{len(life['records'])} record(s)")
+    for col in ("seq", "time", "kind", "what"):
+        table.add_column(col, no_wrap=col != "what")
+    for r in life["records"]:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["ts"]))
+        table.add_row(str(r["seq"]), when, r["kind"], escape(summary(r["record"])))
+    out.print(table)

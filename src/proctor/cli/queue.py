@@ -150,6 +150,26 @@ def queue_approve(
     out.print(f"{item.id}: {item.status}")
 
 
+@queue.command("settle")
+@click.argument("item_id")
+@by_option
+@click.option(
+    "--happened/--did-not-happen",
+    required=True,
+    help="Whether the call's effect happened (checked in the system it acts on).",
+)
+@click.option("--note")
+@database_option
+def queue_settle(
+    item_id: str, by: str, happened: bool, note: str | None, database: str | None
+) -> None:
+    """Settle a call that may or may not have happened: it did (the call is closed), or it
+    did not (its next repeat runs it, once)."""
+    with Proctor(database) as px:
+        item = px.reviews.settle(item_id, by=by, happened=happened, note=note)
+    out.print(f"{item.id}: settled ({'it happened' if happened else 'it did not happen'})")
+
+
 @queue.command("reject")
 @click.argument("item_id")
 @by_option

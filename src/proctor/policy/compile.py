@@ -55,6 +55,7 @@ class CompiledRule:
     sample: float | None
     tools: frozenset[str] | None  # None: may match any tool
     hold_run: bool  # a pending review from this rule holds the rest of its run
+    refuse_dependents: bool  # its rejection refuses the run's held and later calls
     roots: frozenset[str]  # top-level CEL variables the condition reads
     fields: dict[str, frozenset[str] | None]  # args/context keys it reads; None: all of them
 
@@ -186,6 +187,7 @@ def _compiled_rule(doc: PolicyDocument, rule: Rule, i: int, program: Any) -> Com
         sample=rule.sample,
         tools=tools,
         hold_run=rule.hold_run,
+        refuse_dependents=rule.on_reject == "refuse_dependents",
         roots=(roots := (ROOTS | {"risk"}).intersection(program.variables())),
         fields=_fields(rule.when, roots),
     )

@@ -50,6 +50,7 @@ class Decision:
     sample_queue: str | None = None
     error: str | None = None
     hold_run: bool = True
+    refuse_dependents: bool = True
 
     def explain(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -275,6 +276,7 @@ def _combine(policy: CompiledPolicy, matched: list[CompiledRule], risk: float | 
                 risk,
                 queue=hits[0].queue,
                 hold_run=any(r.hold_run for r in hits),
+                refuse_dependents=any(r.refuse_dependents for r in hits),
             )
         on_error = sample = None
         for r in hits:

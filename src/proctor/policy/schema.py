@@ -190,6 +190,10 @@ class Rule(_Model):
     sample: float | None = Field(default=None, ge=0.0, le=1.0)
     tools: list[str] | None = None
     hold_run: bool = True
+    # what a rejection of this rule's review does to the rest of its run (and sub-runs):
+    # refuse_dependents: the work that waited on it (the calls it held, approved items
+    # opened before it was rejected) is refused with the reason; release: it goes ahead
+    on_reject: Literal["refuse_dependents", "release"] = "refuse_dependents"
 
 
 class TestAction(_Model):

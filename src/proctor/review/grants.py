@@ -16,9 +16,6 @@ and only a human who has checked may let it run again.
 
 from __future__ import annotations
 
-import hashlib
-import os
-import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,72 +25,10 @@ from .._errors import Conflict, Forbidden
 from .._values import storable_json
 from .._values import text as storable_text
 from ..controls import load as load_controls
+from ..execution import holds
+from ..execution.leases import certainly_dead, owner_id, token_hash
 from ..store import Store, WriteTx
 from .rows import load, log, update
-
-DEFAULT_LEASE_SECONDS = 30.0
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-# -- who runs it -----------------------------------------------------------------------------
-
-
-def _machine() -> str:
-    """This kernel boot and PID namespace: the scope in which a pid means one process.
-
-    A hostname is not enough (two hosts, or two containers, may share one), and a pid seen
-    from another namespace means nothing here.
-    """
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as fh:
-            boot = fh.read().strip()
-        namespace = os.readlink("/proc/self/ns/pid")
-    except OSError:
-        return "unknown"
-    return hashlib.sha256(f"{boot}|{namespace}".encode()).hexdigest()[:12]
-
-
-_MACHINE = _machine()
-
-
-def owner_id() -> str:
-    """host:pid:start-time:machine:nonce of one claim attempt, for people and for the one
-    shortcut a lease allows: a runner on this machine whose process is gone is dead."""
-    pid = os.getpid()
-    return f"{socket.gethostname()}:{pid}:{_start_ticks(pid)}:{_MACHINE}:{os.urandom(4).hex()}"
-
-
-def _start_ticks(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[1].split()[19].decode()
-    except (OSError, IndexError):
-        return "?"
-
-
-def certainly_dead(owner: str | None) -> bool:
-    """True only when the owner ran in this boot and PID namespace and its process is gone
-    (or its pid now belongs to another process). Anywhere else only the lease can tell."""
-    if not owner:
-        return False
-    parts = owner.split(":")
-    if len(parts) != 5 or parts[3] != _MACHINE or _MACHINE == "unknown":
-        return False
-    pid_text, ticks = parts[1], parts[2]
-    if not pid_text.isdigit():
-        return False
-    pid = int(pid_text)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return ticks != "?" and _start_ticks(pid) != ticks
-
 
 # -- the grant's life --------------------------------------------------------------------
 
@@ -102,9 +37,13 @@ def certainly_dead(owner: str | None) -> bool:
 class Claim:
     """What ``claim`` found: run it now, someone else is, or it already ran."""
 
-    state: str  # claimed | busy | done | failed | pending | rejected | expired | in_doubt | frozen
+    # claimed | busy | done | failed | pending | rejected | expired | in_doubt | frozen
+    # | held (other approvals in its run are pending) | refused (its run was rejected)
+    state: str
     item: dict[str, Any]
     lease_seconds: float
+    held_by: tuple[str, ...] = ()
+    reason: str | None = None
 
 
 class Grants:
@@ -141,6 +80,22 @@ class Grants:
                 return Claim(status, item, self.lease_seconds)
             if load_controls(tx).kill_reason(item["agent"]) is not None:
                 return Claim("frozen", item, self.lease_seconds)  # waits for a revive
+            hold = holds.check(
+                tx,
+                holds.lineage(tx, item["run_id"]),
+                exclude=item_id,
+                opened_at=item["created_at"],
+            )
+            if hold is not None and hold.refused_by is not None:
+                return Claim(
+                    "refused",
+                    item,
+                    self.lease_seconds,
+                    reason=f"its run depends on review item {hold.refused_by}, which a"
+                    f" reviewer rejected: {hold.reason}",
+                )
+            if hold is not None:
+                return Claim("held", item, self.lease_seconds, held_by=hold.pending)
             if item["grant_expires_at"] is not None and item["grant_expires_at"] < now:
                 update(tx, item_id, status="expired")
                 log(tx, "grant.expire", item)
@@ -239,6 +194,18 @@ class Grants:
             kind = getattr(error, "error_type", None) or type(error).__name__  # remote reports
             fields.update(status="failed", result_error=storable_text(f"{kind}: {error}")[:1000])
         update(tx, item_id, **fields)
+        if item.get("call_id"):  # the call this item decided is finished with it
+            tx.sql(
+                "UPDATE proctor_calls SET status = ?, result = ?, result_error = ?, updated_at = ?"
+                " WHERE id = ?",
+                (
+                    fields["status"],
+                    fields.get("result"),
+                    fields.get("result_error"),
+                    _clock.now(),
+                    item["call_id"],
+                ),
+            )
         if status == "in_doubt":  # its runner was alive after all: its word settles it
             log(tx, "grant.settled", item, by="runner", outcome=fields["status"])
         tx.wake(item_id)

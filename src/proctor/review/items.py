@@ -17,7 +17,7 @@ from ..store.tables import review_items
 
 STATUSES = ("pending", "approved", "rejected", "expired", "executing", "done", "failed", "in_doubt")
 ANSWERED = frozenset(STATUSES) - {"pending"}
-KINDS = ("approval", "exception", "sample", "choice")
+KINDS = ("approval", "exception", "sample", "choice", "settle")
 RECHECK_SECONDS = 2.0  # a lost wake-up costs at most this much
 
 
@@ -65,6 +65,7 @@ class ReviewItem:
     result_error: str | None = None
     params: dict[str, Any] | None = None
     exec_args: dict[str, Any] | None = None  # exact arguments; None when some were masked
+    call_id: str | None = None  # the call with an identity it belongs to
 
     @classmethod
     def from_row(cls, row: Any) -> ReviewItem:
@@ -97,6 +98,7 @@ class ReviewItem:
             "escalated_from",
             "grant_expires_at",
             "result_error",
+            "call_id",
         )
         return cls(
             **{k: m[k] for k in plain},
@@ -132,6 +134,8 @@ class ReviewItem:
 
     def next_actions(self) -> list[str]:
         if self.status == "pending":
+            if self.kind == "settle":
+                return ["settle"]
             if self.kind == "choice":
                 return ["choose", "reject", "escalate"]
             if self.kind == "sample":

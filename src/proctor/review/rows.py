@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import _clock
-from .._errors import NotFound
+from .._errors import Conflict, Forbidden, InvalidRequest, NotFound
 from ..store import WriteTx
 
 
@@ -36,3 +36,14 @@ def log(tx: WriteTx, kind: str, item: dict[str, Any], **body: Any) -> None:
         tool=item["tool"],
     )
     tx.wake(item["id"])
+
+
+def open_for_decision(item: dict[str, Any], by: str, *, allow_in_doubt: bool = False) -> None:
+    """A person may decide this item now: named, not its own agent, not decided already."""
+    if not by or not isinstance(by, str):
+        raise InvalidRequest("a decision needs the reviewer's name (by=)")
+    ok = ("pending", "in_doubt") if allow_in_doubt else ("pending",)
+    if item["status"] not in ok:
+        raise Conflict(f"item {item['id']} is already {item['status']}")
+    if by == item["agent"]:
+        raise Forbidden(f"agent '{by}' cannot decide a review of its own action")

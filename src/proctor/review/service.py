@@ -21,12 +21,14 @@ from .. import _clock
 from .._canonical import canonical
 from .._errors import Conflict, Forbidden, InvalidRequest
 from .._settings import setting
+from ..execution.leases import DEFAULT_LEASE_SECONDS
 from ..policy import Action, CompiledPolicy, Decision
 from ..store import WriteTx
 from ..telemetry.notifications import enqueue
-from .grants import DEFAULT_LEASE_SECONDS, Claim, Grants
+from .grants import Claim, Grants
 from .params import check_edit
-from .rows import load, log, update
+from .rows import load, log, open_for_decision, update
+from .settling import Settling
 
 if TYPE_CHECKING:
     from ..gate import Gate
@@ -44,21 +46,14 @@ class ReviewService:
         self.gate = gate
         self.store = gate.store
         self.grants = Grants(gate.store, lease_seconds)
+        self.settling = Settling(gate)
 
     # -- helpers -----------------------------------------------------------------------
 
     _update = staticmethod(update)
     _log = staticmethod(log)
 
-    @staticmethod
-    def _open_for_decision(item: dict[str, Any], by: str, *, allow_in_doubt: bool = False) -> None:
-        if not by or not isinstance(by, str):
-            raise InvalidRequest("a decision needs the reviewer's name (by=)")
-        ok = ("pending", "in_doubt") if allow_in_doubt else ("pending",)
-        if item["status"] not in ok:
-            raise Conflict(f"item {item['id']} is already {item['status']}")
-        if by == item["agent"]:
-            raise Forbidden(f"agent '{by}' cannot decide a review of its own action")
+    _open_for_decision = staticmethod(open_for_decision)
 
     def _policy(self, tx: WriteTx) -> CompiledPolicy | None:
         return self.gate.policy_for(tx)
@@ -350,6 +345,11 @@ class ReviewService:
                 tx, "review.choose", item, by=by, option=option, tool=picked["tool"], note=note
             )
 
+    def settle(self, item_id: str, by: str, happened: bool, note: str | None = None) -> None:
+        """Settle a call that may or may not have happened: ``happened`` closes it, else its
+        next repeat runs it once."""
+        self.settling.by_person(item_id, by, happened, note)
+
     # -- expiry ------------------------------------------------------------------------
 
     def sweep(self, now: float | None = None, item_id: str | None = None) -> list[str]:
@@ -388,6 +388,8 @@ class ReviewService:
                     self._log(tx, "review.expire", item, by=SYSTEM, on_timeout=on_timeout)
                 changed.append(iid)
             changed.extend(self.grants.expire_leases(tx, item_id, now))
+            if item_id is None:
+                changed.extend(self.settling.sweep(tx, now))
             for (iid,) in tx.sql(
                 "SELECT id FROM proctor_review_items WHERE status = 'pending'"
                 " AND sla_due IS NOT NULL AND sla_due <= ?"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -21,16 +22,18 @@ from fastapi.responses import Response, StreamingResponse
 
 from .._errors import Conflict, Forbidden, InvalidRequest, NotFound
 from ..audit.export import iter_records
+from ..audit.receipts import receipt
 from ..audit.verify import verify
-from ..backends import item_to_wire, verdict_from_wire, verdict_to_wire
+from ..backends import call_to_wire, item_to_wire, verdict_from_wire, verdict_to_wire
 from ..backends.local import LocalBackend
-from ..gate import ReportedError, Verdict
+from ..execution.calls import CallRef, Settlement
+from ..gate import CallOutcome, ReportedError, Verdict
 from ..policy import Action, Decision
 from ..review.items import ANSWERED, RECHECK_SECONDS, STATUSES, ReviewItem, status_of
 from ..runstate import RunState
 from ..sdk import Proctor
 from ..store import WouldBlock
-from ..store.tables import audit_log, policies
+from ..store.tables import audit_log, calls, policies
 from .app import ORJSONResponse
 from .auth import Principal, create_token, expiry_text, list_tokens, require, revoke_token
 from .console_data import policy_history
@@ -43,6 +46,7 @@ from .schemas import (
     ChooseIn,
     ClaimIn,
     EditIn,
+    EscalateCallIn,
     EscalateIn,
     LeaseIn,
     OutcomeIn,
@@ -51,6 +55,8 @@ from .schemas import (
     RejectIn,
     RunEndIn,
     RunIn,
+    SettleIn,
+    SettlementIn,
     TokenIn,
 )
 
@@ -90,16 +96,13 @@ def _run(data: RunIn | None) -> RunState | None:
     """The agent's run as the core needs it (history and holds stay with the agent)."""
     if data is None:
         return None
-    parent = None
-    if data.parent_id:
-        parent = RunState(agent=data.agent, context={}, id=data.parent_id, trace_id=data.trace_id)
     run = RunState(
         agent=data.agent,
         context=dict(data.context),
-        parent=parent,
         id=data.id,
         trace_id=data.trace_id,
         started=data.started,
+        ancestors=tuple(data.ancestors) or ((data.parent_id,) if data.parent_id else ()),
     )
     run.context = dict(data.context)  # as the agent sent it, already merged with its parents
     run.history.extend(data.history)
@@ -155,7 +158,14 @@ def _decide_action(px: Proctor, who: Principal, body: ActionIn, now: bool = Fals
             ).fetchone()
             if seen is not None:
                 return Response(seen[0], media_type="application/json")
-        verdict = local.gate.decide_in(tx, _action(body), run, body.params)
+        call = (
+            CallRef(body.call.key, body.call.token, body.call.owner)
+            if body.call is not None
+            else None
+        )
+        verdict = local.gate.decide_in(
+            tx, _action(body), run, body.params, call, tuple(body.waited_on)
+        )
         wire = verdict_to_wire(verdict)
         if body.idempotency_key:
             tx.sql(
@@ -205,7 +215,8 @@ def _outcome(px: Proctor, body: OutcomeIn, who: Principal) -> Any:
             raise Forbidden(f"item {item_id} is not an action of agent '{action.agent}'")
         verdict = _item_verdict(item)
     else:
-        verdict = _recorded_decision(px, verdict_from_wire(body.verdict.model_dump()), action)
+        claimed = {**body.verdict.model_dump(), "call": None}  # where it stands: ours to say
+        verdict = _recorded_decision(px, verdict_from_wire(claimed), action)
     limit = local.gate.max_args_bytes
 
     def in_tx(tx: Any) -> bool:
@@ -225,6 +236,15 @@ def _outcome(px: Proctor, body: OutcomeIn, who: Principal) -> Any:
             return True
         return local.service.grants.finish(tx, item_id, body.claim_token, body.result, error, limit)
 
+    call = None
+    if body.call is not None:
+        call = CallOutcome(
+            body.call.id,
+            body.call.token,
+            body.result,
+            ambiguous=body.call.ambiguous,
+            has_lookup=body.call.has_lookup,
+        )
     try:
         opened = local.gate.record_outcome(
             verdict,
@@ -235,6 +255,7 @@ def _outcome(px: Proctor, body: OutcomeIn, who: Principal) -> Any:
             params=body.action.params,
             item_id=item_id,
             in_tx=in_tx,
+            call=call,
         )
     except _Replay as replay:
         return orjson.loads(replay.response) or {"item_id": None, "replayed": True}
@@ -345,7 +366,12 @@ def claim(item_id: str, body: ClaimIn, who: Who, request: Request) -> Any:
     item = px.backend.item(item_id)
     _acts_as(who, item.agent)
     found = _local(px).service.grants.claim(item_id, body.args_digest, body.owner, body.token)
-    return {"state": found.state, "lease_seconds": found.lease_seconds}
+    return {
+        "state": found.state,
+        "lease_seconds": found.lease_seconds,
+        "held_by": list(found.held_by),
+        "reason": found.reason,
+    }
 
 
 @router.post("/reviews/{item_id}/lease", tags=["agents"])
@@ -355,6 +381,83 @@ def renew_lease(item_id: str, body: LeaseIn, who: Who, request: Request) -> Any:
     item = px.backend.item(item_id)
     _acts_as(who, item.agent)
     return {"held": _local(px).service.grants.renew(item_id, body.token)}
+
+
+def _call_of(px: Proctor, who: Principal, call_id: str) -> dict[str, Any]:
+    """A call the caller may act on: its agent's token (or an admin's)."""
+    with px.store.read() as conn:
+        row = conn.execute(sa.select(calls).where(calls.c.id == call_id)).first()
+    if row is None:
+        raise NotFound(f"no call {call_id!r}")
+    _acts_as(who, row.agent)
+    return dict(row._mapping)
+
+
+@router.post("/calls/{call_id}/lease", tags=["agents"])
+def renew_call_lease(call_id: str, body: LeaseIn, who: Who, request: Request) -> Any:
+    """Renew the lease of a call this token claimed; ``held: false`` when it no longer is."""
+    px = _px(request)
+    _call_of(px, who, call_id)
+    return {"held": _local(px).renew_call(call_id, body.token)}
+
+
+@router.post("/calls/{call_id}/settle", tags=["agents"])
+def settle_call(call_id: str, body: SettlementIn, who: Who, request: Request) -> Any:
+    """A tool's lookup answers whether an unknown call happened (logged against the call)."""
+    px = _px(request)
+    _call_of(px, who, call_id)
+    state = _local(px).settle_call(
+        call_id,
+        Settlement(body.answer, body.result, body.evidence, body.token, body.owner),
+    )
+    return call_to_wire(state)
+
+
+@router.post("/calls/{call_id}/escalate", tags=["agents"])
+def escalate_call(call_id: str, body: EscalateCallIn, who: Who, request: Request) -> Any:
+    """An agent without a lookup asks a person to settle its unknown call."""
+    px = _px(request)
+    _call_of(px, who, call_id)
+    return {"item_id": _local(px).escalate_call(call_id, body.why)}
+
+
+@router.get("/calls", tags=["agents"])
+def list_unknown_calls(
+    who: Who,
+    request: Request,
+    tool: Annotated[str, Query(min_length=1, max_length=200)],
+    status: Annotated[Literal["unknown"], Query()] = "unknown",
+    agent: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Any:
+    """Unknown calls of a tool, oldest first, with the arguments their decisions recorded:
+    what the process holding the tool's lookup reconciles on its schedule."""
+    if who.role == "agent":
+        if agent is None:
+            raise InvalidRequest("an agent's token lists the calls of one of its agents: agent=")
+        _acts_as(who, agent)
+    else:
+        need(who, "read")
+    found = _local(_px(request)).unknown_calls(agent, tool, limit)
+    return {"calls": [asdict(c) for c in found]}
+
+
+@router.get("/calls/{call_id}", tags=["audit"])
+def call_receipt(call_id: str, who: Who, request: Request) -> Any:
+    """A call's life: where it stands and every record about it, with their seqs."""
+    px = _px(request)
+    if who.role == "agent":
+        _call_of(px, who, call_id)
+    else:
+        need(who, "read")
+    return receipt(px.store, call_id)
+
+
+@router.get("/runs/{run_id}/lineage", tags=["agents"])
+def run_lineage(run_id: str, who: Who, request: Request) -> Any:
+    """A run and the runs it descends from, nearest first, as recorded."""
+    need(who, "act")
+    return {"runs": _local(_px(request)).lineage(run_id)}
 
 
 @router.post("/reviews/{item_id}/timeout", tags=["agents"])
@@ -487,6 +590,13 @@ def edit(item_id: str, body: EditIn, who: Who, request: Request) -> Any:
 def escalate(item_id: str, body: EscalateIn, who: Who, request: Request) -> Any:
     """Move the item to another queue."""
     return _decide(request, who, item_id, "escalate", to=body.to, note=body.note)
+
+
+@router.post("/reviews/{item_id}/settle", tags=["reviews"])
+def settle(item_id: str, body: SettleIn, who: Who, request: Request) -> Any:
+    """Settle a call that may or may not have happened: it did (the call is closed), or it
+    did not (its next repeat runs it, once)."""
+    return _decide(request, who, item_id, "settle", happened=body.happened, note=body.note)
 
 
 @router.post("/reviews/{item_id}/choose", tags=["reviews"])

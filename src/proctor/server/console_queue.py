@@ -166,6 +166,7 @@ def _done(verb: str, item: ReviewItem, form: dict[str, str]) -> str:
         "escalate": f"Escalated {what} to {form.get('to', '')}.",
         "choose": f"Chose option {form.get('option', '')} for {item.agent}.",
         "edit": f"Approved {what} with your changes.",
+        "settle": f"Settled {what}.",
     }[verb]
 
 
@@ -196,6 +197,17 @@ def _decide(
                 item_id,
                 who.name,
                 option=int(form.get("option", "-1")),
+                note=form.get("note") or None,
+            )
+        elif verb == "settle":
+            happened = form.get("happened")
+            if happened not in ("yes", "no"):
+                raise InvalidRequest("say whether it happened")
+            backend.review(
+                "settle",
+                item_id,
+                who.name,
+                happened=happened == "yes",
                 note=form.get("note") or None,
             )
         elif verb == "edit-preview":

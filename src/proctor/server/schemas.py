@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -39,10 +39,19 @@ class RunIn(_In):
     id: str = Id
     trace_id: str = Field(min_length=1, max_length=64)
     parent_id: str | None = Field(default=None, max_length=64)
+    ancestors: list[str] = Field(default=[], max_length=32)
     agent: str = Name
     context: dict[str, Any] = {}
     started: bool = False
     history: list[dict[str, Any]] = Field(default=[], max_length=100)
+
+
+class CallIn(_In):
+    """A call's identity and the caller's claim on it."""
+
+    key: str = Field(min_length=1, max_length=200)
+    token: str = Field(min_length=16, max_length=128)
+    owner: str = Field(default="", max_length=300)
 
 
 class ActionIn(_In):
@@ -54,6 +63,9 @@ class ActionIn(_In):
     reads: list[str] = Field(default=[], max_length=100)
     params: dict[str, Any] | None = None
     run: RunIn | None = None
+    call: CallIn | None = None
+    # review items this call waited on (it was held by them): their rejection refuses it
+    waited_on: list[Annotated[str, Id]] = Field(default=[], max_length=50)
     idempotency_key: str | None = Field(default=None, min_length=8, max_length=128)
 
 
@@ -69,6 +81,7 @@ class DecisionWire(_In):
     sample_queue: str | None = None
     error: str | None = None
     hold_run: bool = True
+    refuse_dependents: bool = True
 
 
 class VerdictWire(_In):
@@ -78,6 +91,15 @@ class VerdictWire(_In):
     item_id: str | None = None
     review_timeout: float = 14400.0
     on_timeout: str = "deny"
+    held_by: list[str] = Field(default=[], max_length=50)
+    call: dict[str, Any] | None = None
+
+
+class CallOutcomeIn(_In):
+    id: str = Id
+    token: str = Field(min_length=16, max_length=128)
+    ambiguous: bool = False
+    has_lookup: bool = False
 
 
 class OutcomeIn(_In):
@@ -90,7 +112,25 @@ class OutcomeIn(_In):
     has_result: bool = False
     result: Any = None
     claim_token: str | None = Field(default=None, min_length=16, max_length=128)
+    call: CallOutcomeIn | None = None
     idempotency_key: str | None = Field(default=None, min_length=8, max_length=128)
+
+
+class SettlementIn(_In):
+    answer: Literal["committed", "not_committed", "conflicting", "unavailable"]
+    result: Any = None
+    evidence: str | None = Field(default=None, max_length=2000)
+    token: str | None = Field(default=None, min_length=16, max_length=128)
+    owner: str | None = Field(default=None, max_length=300)
+
+
+class EscalateCallIn(_In):
+    why: str = Field(min_length=1, max_length=2000)
+
+
+class SettleIn(_In):
+    happened: bool
+    note: str | None = Field(default=None, max_length=4000)
 
 
 class RefusalIn(_In):

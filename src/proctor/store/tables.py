@@ -119,8 +119,74 @@ review_items = Table(
     # which only the runner holds and must show to record the outcome
     Column("lease_expires_at", Float, nullable=True),
     Column("claim_token", String(64), nullable=True),
+    # 0008: whether a pending item holds its run, what its rejection does to the run's
+    # other work, and the call identity it belongs to
+    Column("hold_run", Boolean, nullable=False, server_default="1"),
+    Column("on_reject", String(24), nullable=True),
+    Column("call_id", String(32), nullable=True),
 )
 Index("ix_review_status_queue", review_items.c.status, review_items.c.queue)
+Index("ix_review_run", review_items.c.run_id, review_items.c.status)  # holds, per decision
+
+# 0008: calls with an identity (a caller's tool-call id, a business key, named arguments):
+# a repeat of a completed call returns its recorded result; a call that may or may not
+# have happened is "unknown" until reconciled. Only calls with an identity get a row.
+calls = Table(
+    "proctor_calls",
+    metadata,
+    # Rows are appended in the order calls are first decided, so the sweeper walks the
+    # new ones from a mark instead of an index every call would pay for.
+    Column("n", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("id", String(32), nullable=False),  # a digest of (agent, tool, key)
+    Column("agent", String(200), nullable=False),
+    Column("tool", String(200), nullable=False),
+    Column("key", String(200), nullable=False),
+    Column("args_digest", String(64), nullable=False),
+    # decided | executing | done | failed | unknown | pending | denied
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("decision_id", String(32), nullable=True),
+    Column("decision_seq", BigInteger, nullable=True),
+    Column("item_id", String(32), nullable=True),
+    Column("result", Text, nullable=True),
+    Column("result_error", Text, nullable=True),
+    Column("claim_token", String(64), nullable=True),
+    Column("claim_owner", String(200), nullable=True),
+    Column("lease_expires_at", Float, nullable=True),
+    Column("retried", Boolean, nullable=False, server_default="0"),  # after "not committed"
+    Column("seqs", Text, nullable=False, server_default=""),  # its records' seqs, comma-separated
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+Index("ix_calls_id", calls.c.id, unique=True)
+
+# Calls in flight (executing or unknown) that the sweeper's mark has passed: the few it
+# must look at again, kept by the sweeper itself, so the hot path writes no index for them.
+calls_open = Table(
+    "proctor_calls_open",
+    metadata,
+    Column("n", BigInteger, primary_key=True, autoincrement=False),
+)
+
+# Where each sweeper got to ("calls": the first row of proctor_calls it has not seen).
+sweep_marks = Table(
+    "proctor_sweep_marks",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("mark", BigInteger, nullable=False),
+)
+
+# 0008: runs that made an action, so a run started elsewhere with ``parent=`` finds its
+# ancestors (and their holds) in the database
+runs = Table(
+    "proctor_runs",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("parent_id", String(64), nullable=True),
+    Column("agent", String(200), nullable=False),
+    Column("started_at", Float, nullable=False),
+)
 
 review_votes = Table(
     "proctor_review_votes",

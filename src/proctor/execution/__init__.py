@@ -1,0 +1,1 @@
+"""Running decided calls: identities, claims and leases, outcomes, holds, reconciliation."""
