@@ -161,6 +161,15 @@ def test_bench_prints_json(kind: str) -> None:
     assert data["rules"] == 20 and data["p50_us"] > 0
 
 
+def test_bench_calls_compares_identity_with_none() -> None:
+    r = proctor("bench", "calls", "--rules", "10", "-n", "200", "--json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    for side in ("plain", "identity"):
+        assert data[f"decide_{side}_p50_us"] > 0 and data[f"call_{side}_p50_us"] > 0
+    assert "decide_identity_overhead_p50_pct" in data and "call_run_overhead_p50_pct" in data
+
+
 def test_bench_gate_on_postgresql(pg_url: str) -> None:
     base = pg_url.split("?")[0]
     r = proctor("bench", "gate", "--rules", "10", "-n", "200", "--database", base, "--json")

@@ -68,6 +68,24 @@ def bench_calls(rules: int, database: str | None, count: int, as_json: bool) -> 
     _print_json(run(rules=rules, n=count, database=database))
 
 
+@bench.command("adapters")
+@click.option(
+    "--framework",
+    "-f",
+    type=click.Choice(["langgraph", "openai-agents", "mcp"]),
+    required=True,
+    help="Which integration to measure.",
+)
+@click.option("-n", "count", type=click.IntRange(min=50), default=2000, show_default=True)
+@json_flag
+def bench_adapters(framework: str, count: int, as_json: bool) -> None:
+    """What an integration adds to a tool call over a bare ``@px.tool`` call (p50, p99)."""
+    import importlib
+
+    module = importlib.import_module(f"proctor.bench.adapter_{framework.replace('-', '_')}")
+    _print_json(module.run(n=count))
+
+
 @bench.command("policy")
 @rules_option
 @click.option("-n", "count", type=click.IntRange(min=100), default=50_000, show_default=True)
