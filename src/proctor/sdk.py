@@ -398,6 +398,7 @@ class Proctor:
         reads: Sequence[str] = (),
         key: str | Sequence[str] | None = None,
         ambiguous: Sequence[type[BaseException]] | None = None,
+        schema: dict[str, Any] | None = None,
     ) -> Callable[[F], F]: ...
 
     def tool(
@@ -412,6 +413,7 @@ class Proctor:
         reads: Sequence[str] = (),
         key: str | Sequence[str] | None = None,
         ambiguous: Sequence[type[BaseException]] | None = None,
+        schema: dict[str, Any] | None = None,
     ) -> Any:
         """Put a tool behind the gate. ``wait``: seconds to block for a human on review
         (None: the policy's review timeout, the default; 0: raise ReviewPending at once).
@@ -420,7 +422,10 @@ class Proctor:
         repeat of a completed call with the same key and arguments returns its recorded
         result without running. ``ambiguous``: the errors after which the effect may have
         happened (default: timeouts and dropped connections); such a call is ``unknown``
-        until reconciled (``@tool.reconcile``) or settled by a person.
+        until reconciled (``@tool.reconcile``) or settled by a person. ``schema``: the
+        tool's parameters as a JSON Schema object, for a function that takes ``**kwargs``
+        on behalf of a tool described elsewhere (an MCP server's, a framework's): reviewers'
+        edits are checked against it.
         """
 
         def decorate(f: F) -> F:
@@ -433,6 +438,7 @@ class Proctor:
                 reads=tuple(reads),
                 key=(key,) if isinstance(key, str) else tuple(key) if key is not None else None,
                 ambiguous=tuple(ambiguous) if ambiguous is not None else None,
+                schema=schema,
             )
             return wrap(self, spec)  # type: ignore[return-value]
 

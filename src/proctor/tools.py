@@ -19,7 +19,7 @@ from ._canonical import canonical
 from ._errors import ConfigError
 from .calls import Call, Prepared, decide, prepare, run, run_async_prepared
 from .policy import Action
-from .review.params import describe
+from .review.params import describe, from_json_schema
 from .runs import Run, current_run
 from .telemetry.tracing import describe_decision, tool_span, wait_span
 
@@ -151,6 +151,7 @@ def make_spec(
     reads: tuple[str, ...],
     key: tuple[str, ...] | None = None,
     ambiguous: tuple[type[BaseException], ...] | None = None,
+    schema: dict[str, Any] | None = None,
 ) -> ToolSpec:
     if wait is not None and (isinstance(wait, bool) or wait < 0):
         raise ConfigError("wait must be None or a number of seconds >= 0")
@@ -177,7 +178,7 @@ def make_spec(
         reads=tuple(reads),
         signature=sig,
         skip_first=skip_first,
-        params=describe(fn, skip_first),
+        params=from_json_schema(schema) if schema is not None else describe(fn, skip_first),
         key=key,
         ambiguous=tuple(ambiguous) if ambiguous is not None else None,
     )

@@ -60,6 +60,61 @@ def describe(fn: Callable[..., Any], skip_first: bool) -> dict[str, Any]:
     return {"params": params, "extra": extra}
 
 
+_JSON_TYPES = {
+    "string": "str",
+    "integer": "int",
+    "number": "float",
+    "boolean": "bool",
+    "array": "list",
+    "object": "dict",
+}
+
+
+def from_json_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """The parameters a JSON Schema object declares (an MCP tool's ``inputSchema``, a
+    framework tool's argument schema), in the form ``describe`` gives a function's.
+
+    Other parameters are allowed only when the schema says so outright
+    (``additionalProperties: true`` or a schema): a reviewer's misspelled edit is refused
+    where JSON Schema's lenient default would let it through."""
+    if not isinstance(schema, dict) or schema.get("type", "object") != "object":
+        raise InvalidRequest("a tool's schema is a JSON Schema object ({'type': 'object', ...})")
+    properties = schema.get("properties") or {}
+    required = set(schema.get("required") or ())
+    params: dict[str, Any] = {}
+    for name, prop in properties.items():
+        type_name, nullable = _json_type(prop if isinstance(prop, dict) else {})
+        params[str(name)] = {
+            "type": type_name,
+            "required": name in required,
+            "nullable": nullable or name not in required,
+        }
+    extra = schema.get("additionalProperties", False)
+    return {"params": params, "extra": extra is True or isinstance(extra, dict)}
+
+
+def _json_type(prop: dict[str, Any]) -> tuple[str, bool]:
+    """(type, nullable) of one property; unions of several types are 'any'."""
+    declared = prop.get("type")
+    if declared is None:
+        options = prop.get("anyOf") or prop.get("oneOf")
+        if isinstance(options, list):
+            kinds = [o.get("type") for o in options if isinstance(o, dict)]
+            nullable = "null" in kinds
+            rest = [k for k in kinds if k != "null"]
+            if len(rest) == 1 and isinstance(rest[0], str):
+                return _JSON_TYPES.get(rest[0], "any"), nullable
+            return "any", nullable
+        return "any", True
+    if isinstance(declared, list):
+        nullable = "null" in declared
+        rest = [k for k in declared if k != "null"]
+        if len(rest) == 1:
+            return _JSON_TYPES.get(rest[0], "any"), nullable
+        return "any", nullable
+    return _JSON_TYPES.get(declared, "any"), declared == "null"
+
+
 def _fits(value: Any, type_name: str) -> bool:
     if type_name == "any":
         return True
