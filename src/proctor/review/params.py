@@ -109,9 +109,11 @@ def _json_type(prop: dict[str, Any]) -> tuple[str, bool]:
     if isinstance(declared, list):
         nullable = "null" in declared
         rest = [k for k in declared if k != "null"]
-        if len(rest) == 1:
+        if len(rest) == 1 and isinstance(rest[0], str):
             return _JSON_TYPES.get(rest[0], "any"), nullable
         return "any", nullable
+    if not isinstance(declared, str):
+        return "any", True
     return _JSON_TYPES.get(declared, "any"), declared == "null"
 
 
