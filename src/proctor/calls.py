@@ -30,6 +30,17 @@ from .approvals import (
 from .execution.calls import CallRef
 from .execution.leases import owner_id
 from .gate import RUN_HELD, CallOutcome, Verdict
+from .healing import (
+    RECOVERED_BY_LOOKUP,
+    RECOVERED_BY_RETRY,
+    DeadlineExceeded,
+    Healing,
+    breaker_refused,
+    fallback_for,
+    healing_of,
+    run_with_healing,
+    run_with_healing_async,
+)
 from .heartbeat import Held
 from .policy import Action, Decision
 from .reconcile import is_ambiguous, reconcile
@@ -80,6 +91,7 @@ class Call:
     owner: str = field(default="", repr=False)
     executed: bool = field(default=False, repr=False)
     waited_on: tuple[str, ...] = field(default=(), repr=False)  # items that held it
+    fallback_of: str | None = field(default=None, repr=False)  # the call it stands in for
 
     @property
     def id(self) -> str | None:
@@ -112,6 +124,8 @@ class Call:
 
     def action(self) -> Action:
         context = self.run.context if self.run is not None else {}
+        if self.fallback_of is not None:
+            context = {**context, "fallback_of": self.fallback_of}
         return Action(
             self.agent, self.tool, self.args, context, self.spec.reversible, self.spec.reads
         )
@@ -126,6 +140,8 @@ def decide(
 ) -> Call:
     action, run = spec.action(args, kwargs)
     key = key or _CALL_ID.get() or spec.key_for(action.args)
+    if key is None and run is not None:
+        key = run.next_durable_key(action.tool)
     token = os.urandom(16).hex() if key is not None else None
     call = Call(
         action.agent,
@@ -171,6 +187,7 @@ class Prepared:
     done: bool = False
     result: Any = None
     granted: Granted | None = None
+    refused: Denied | None = None  # its breaker refused it and a fallback may stand in
 
 
 def prepare(px: Proctor, call: Call, wait: float | None) -> Prepared:
@@ -189,12 +206,15 @@ def prepare(px: Proctor, call: Call, wait: float | None) -> Prepared:
             raise Conflict(state.error or "this call's identity was used with other arguments")
         if verdict.decision.decision == "deny":
             d = verdict.decision
-            raise Denied(
+            denied = Denied(
                 d.reason,
                 rule_ids=d.rule_ids,
                 decision_id=verdict.id,
                 policy_version=d.policy_version,
             )
+            if breaker_refused(denied, call.tool) and verdict.healing:
+                return Prepared(call, refused=denied)
+            raise denied
         if state is not None and state.status == "done":
             return Prepared(call, done=True, result=state.result)
         if state is not None and state.status == "busy":
@@ -247,24 +267,131 @@ def run(px: Proctor, prepared: Prepared) -> Any:
         return prepared.result
     spec = call.spec
     call.executed = True
+    if prepared.refused is not None:
+        heal = healing_of(call)
+        assert heal is not None
+        return recover(px, call, heal, prepared.refused)
     if prepared.granted is not None:
         edited = spec.with_edits(*call.call_args, prepared.granted.edited_args)
         return run_sync(px, spec, prepared.granted, call.run, edited)
     args, kwargs = call.call_args
+    heal = healing_of(call)
     start = time.perf_counter()
     held = _hold_lease(px, call)
     try:
-        result = spec.fn(*args, **kwargs)
+        result = spec.fn(*args, **kwargs) if heal is None else run_with_healing(px, call, heal)
     except Exception as exc:
         _release(px, held)
-        record(px, call, None, exc, start)
-        raise
+        if heal is None:
+            record(px, call, None, exc, start)
+            raise
+        if heal.committed is not None:  # a lookup found the effect: done, with its result
+            record(px, call, heal.committed[0], None, start, heal.healed(RECOVERED_BY_LOOKUP))
+            return heal.committed[0]
+        record(px, call, None, exc, start, heal.healed())
+        return recover(px, call, heal, exc)
     except BaseException:
         _release(px, held)
         raise
     _release(px, held)
-    record(px, call, result, None, start)
+    record(px, call, result, None, start, _healed_ok(call, heal))
     return result
+
+
+def _healed_ok(call: Call, heal: Healing | None) -> dict[str, Any] | None:
+    if heal is None:
+        return {"fallback_of": call.fallback_of} if call.fallback_of else None
+    fields = heal.healed(RECOVERED_BY_RETRY if heal.attempts > 1 else None)
+    if call.fallback_of:
+        fields["fallback_of"] = call.fallback_of
+    return fields
+
+
+def recover(px: Proctor, call: Call, heal: Healing, error: BaseException) -> Any:
+    """After the last try failed (or the breaker refused): the fallback, once, if the
+    policy names one; then, if failure persists, a person. The error is raised otherwise."""
+    fallback = fallback_for(heal) if call.fallback_of is None else None  # never a chain
+    if fallback is not None:
+        try:
+            return _run_fallback(px, call, *fallback)
+        except Denied as refused:
+            heal.history.append(_failed_entry("fallback", fallback[0], refused))
+            if heal.escalate is None:
+                raise
+        except Exception as failed:
+            heal.history.append(_failed_entry("fallback", fallback[0], failed))
+            if heal.escalate is None:
+                raise
+    elif "fallback_call" in heal.settings and call.fallback_of is None:
+        error.add_note(f"no fallback ran: {heal.settings['fallback_call'].get('error')}")
+    if heal.escalate is None:
+        raise error
+    return _escalate(px, call, heal, error)
+
+
+def _failed_entry(what: str, tool: str, error: BaseException) -> dict[str, Any]:
+    return {"what": what, "tool": tool, "error_type": type(error).__name__, "error": str(error)}
+
+
+def _run_fallback(px: Proctor, call: Call, tool: str, args: dict[str, Any]) -> Any:
+    """The fallback is a call of its own: decided by the gate (its envelope, rules and
+    limits), linked to the call it stands in for, run once and never falling back again."""
+    spec = px.registered(call.agent, tool)
+    stand_in = Call(
+        call.agent,
+        tool,
+        args,
+        f"{call.key}/fallback" if call.key else None,
+        call.verdict,
+        spec,
+        call.run,
+        ((), args),
+        fallback_of=call.id,
+    )
+    decided = px.backend.decide(
+        stand_in.action(),
+        call.run,
+        spec.params,
+        _ref(stand_in.key, (token := os.urandom(16).hex()), call.owner),
+    )
+    stand_in = replace(stand_in, verdict=decided, token=token, owner=call.owner)
+    prepared = prepare(px, stand_in, spec.wait)
+    if spec.is_async:
+        return asyncio.run(run_async_prepared(px, prepared))
+    return run(px, prepared)
+
+
+def _escalate(px: Proctor, call: Call, heal: Healing, error: BaseException) -> Any:
+    """An exception item for a person with the failure history. ``run: stop`` raises the
+    error, naming the item; ``run: wait`` waits for the person: approving runs the call
+    once more (exactly once), rejecting raises ``Rejected`` with their reason."""
+    escalate = heal.escalate or {}
+    tries = max(heal.attempts, 1)
+    why = (
+        f"{call.tool} failed {tries} time{'s' if tries != 1 else ''}"
+        f" ({type(error).__name__}: {str(error)[:200]}); self-healing could not recover it"
+    )
+    item_id = px.backend.escalate_failure(
+        call.verdict,
+        call.action(),
+        call.run,
+        why=why,
+        history=heal.history,
+        params=call.spec.params,
+        call_id=call.id if call.verdict.call is not None else None,
+    )
+    if escalate.get("run") != "wait":
+        error.add_note(f"escalated to a person: review item {item_id}")
+        raise error
+    verdict = replace(call.verdict, item_id=item_id)
+    item = answer(px, call.spec, verdict, call.run)
+    granted = claim_grant(px, item.id, item.args_digest, call.spec.wait)
+    if granted is None:
+        return px.recorded_result(item.id)
+    edited = call.spec.with_edits(*call.call_args, granted.edited_args)
+    if call.spec.is_async:
+        return asyncio.run(run_async(px, call.spec, granted, call.run, edited))
+    return run_sync(px, call.spec, granted, call.run, edited)
 
 
 async def run_async_prepared(px: Proctor, prepared: Prepared) -> Any:
@@ -273,24 +400,41 @@ async def run_async_prepared(px: Proctor, prepared: Prepared) -> Any:
         return prepared.result
     spec = call.spec
     call.executed = True
+    if prepared.refused is not None:
+        heal = healing_of(call)
+        assert heal is not None
+        return await asyncio.to_thread(recover, px, call, heal, prepared.refused)
     if prepared.granted is not None:
         edited = spec.with_edits(*call.call_args, prepared.granted.edited_args)
         return await run_async(px, spec, prepared.granted, call.run, edited)
     args, kwargs = call.call_args
+    heal = healing_of(call)
     start = time.perf_counter()
     held = _hold_lease(px, call)
     try:
-        result = await spec.fn(*args, **kwargs)
+        if heal is None:
+            result = await spec.fn(*args, **kwargs)
+        else:
+            result = await run_with_healing_async(px, call, heal)
     except (Exception, asyncio.CancelledError) as exc:
         _release(px, held)
+        if heal is not None and heal.committed is not None and isinstance(exc, Exception):
+            found = heal.committed[0]
+            by_lookup = heal.healed(RECOVERED_BY_LOOKUP)
+            await asyncio.shield(asyncio.to_thread(record, px, call, found, None, start, by_lookup))
+            return found
         # shielded: a cancelled caller must not stop the outcome from being recorded
-        await asyncio.shield(asyncio.to_thread(record, px, call, None, exc, start))
+        failed = heal.healed() if heal is not None else None
+        await asyncio.shield(asyncio.to_thread(record, px, call, None, exc, start, failed))
+        if heal is not None and isinstance(exc, Exception):
+            return await asyncio.to_thread(recover, px, call, heal, exc)
         raise
     except BaseException:
         _release(px, held)
         raise
     _release(px, held)
-    await asyncio.shield(asyncio.to_thread(record, px, call, result, None, start))
+    healed = _healed_ok(call, heal)
+    await asyncio.shield(asyncio.to_thread(record, px, call, result, None, start, healed))
     return result
 
 
@@ -309,7 +453,14 @@ def _release(px: Proctor, held: Held | None) -> None:
         px.heartbeat.release(held)
 
 
-def record(px: Proctor, call: Call, result: Any, error: BaseException | None, start: float) -> None:
+def record(
+    px: Proctor,
+    call: Call,
+    result: Any,
+    error: BaseException | None,
+    start: float,
+    healed: dict[str, Any] | None = None,
+) -> None:
     """The outcome, retried while the store is unavailable (the body has run)."""
     state = call.verdict.call
     outcome = None
@@ -318,7 +469,8 @@ def record(px: Proctor, call: Call, result: Any, error: BaseException | None, st
             state.id,
             call.token,
             result,
-            ambiguous=error is not None and is_ambiguous(call.spec, error),
+            ambiguous=error is not None
+            and (isinstance(error, DeadlineExceeded) or is_ambiguous(call.spec, error)),
             has_lookup=call.spec.lookup is not None,
         )
     duration = time.perf_counter() - start
@@ -331,6 +483,7 @@ def record(px: Proctor, call: Call, result: Any, error: BaseException | None, st
             duration=duration,
             params=call.spec.params if error is not None else None,
             call=outcome,
+            healed=healed,
         ),
         px.lease_seconds,
         "its decision is recorded, its outcome is not"

@@ -24,11 +24,14 @@ from ._values import omitted, problem, text
 from .controls import Controls
 from .controls import load as load_controls
 from .execution import holds
+from .execution.breakers import Breakers
+from .execution.breakers import rule_id as breaker_rule
 from .execution.calls import DEFAULT_RETENTION, CallRef, Calls, CallState
 from .execution.leases import DEFAULT_LEASE_SECONDS
 from .limits import check_and_count
 from .policy import Action, CompiledPolicy, Decision, compile_policy, evaluate
 from .policy.evaluate import refuse, sampled
+from .policy.healing import CompiledHealing
 from .runstate import RunState
 from .store import Store, WriteTx
 
@@ -79,6 +82,9 @@ class Verdict:
     on_timeout: str = "deny"
     held_by: tuple[str, ...] = ()  # allowed, but pending approvals hold its run: wait, decide again
     call: CallState | None = None  # where a call with an identity stands
+    # the tool's healing settings (retry, timeout, fallback, escalate) and, when it has a
+    # fallback, the fallback call built from this call's arguments; None: no healing
+    healing: dict[str, Any] | None = None
 
 
 class Gate:
@@ -95,6 +101,7 @@ class Gate:
         self.store = store
         self.max_args_bytes = max_args_bytes
         self.calls = Calls(lease_seconds, call_retention)
+        self.breakers = Breakers()
         self._policies: dict[str, CompiledPolicy] = {}
         self._controls: tuple[int, Controls] | None = None
         self._policies_lock = threading.Lock()
@@ -190,6 +197,7 @@ class Gate:
         waited_on: tuple[str, ...] = (),
     ) -> Verdict:
         known: dict[str, Any] | None = None
+        healing: CompiledHealing | None = None
         if call is not None:
             known = self.calls.find(tx, action.agent, action.tool, call.key)
             if known is not None:
@@ -245,6 +253,9 @@ class Gate:
                     decision = check_and_count(
                         tx, policy, action, run.id if run is not None else None, decision
                     )
+                    healing = policy.healing.get(action.tool) if policy.healing else None
+                    if healing is not None:
+                        decision = self._breaker_check(tx, action, healing, decision)
         if hold is not None and hold.refused_by is not None and decision.decision != "deny":
             decision = refuse(
                 f"run {run.id if run else ''} depends on review item {hold.refused_by}, which"
@@ -311,7 +322,19 @@ class Gate:
                 tx.sql(
                     "UPDATE proctor_review_items SET call_id = ? WHERE id = ?", (state.id, item_id)
                 )
-        return Verdict(decision, rec.id, rec.seq, item_id, timeout, on_timeout, held, state)
+        wire = _healing_wire(healing, action) if healing is not None else None
+        return Verdict(decision, rec.id, rec.seq, item_id, timeout, on_timeout, held, state, wire)
+
+    def _breaker_check(
+        self, tx: WriteTx, action: Action, healing: CompiledHealing, decision: Decision
+    ) -> Decision:
+        """An open breaker refuses what would otherwise run or wait for a person."""
+        if healing.breaker is None or decision.decision == "deny":
+            return decision
+        why = self.breakers.admit(tx, action.agent, action.tool, healing.breaker)
+        if why is None:
+            return decision
+        return refuse(why, breaker_rule(action.tool), decision.policy_version)
 
     def _repeat(
         self, tx: WriteTx, action: Action, row: dict[str, Any], state: CallState
@@ -597,6 +620,7 @@ class Gate:
         item_id: str | None = None,
         in_tx: Callable[[WriteTx], bool] | None = None,
         call: CallOutcome | None = None,
+        healed: dict[str, Any] | None = None,
     ) -> str | None:
         """Record how the tool call ended; opens exception, sample and settle items. Returns
         an item id.
@@ -666,11 +690,109 @@ class Gate:
                 body["review_item"] = opened or item_id
             if call is not None:
                 body["call_id"] = call.id
+            if healed:
+                body.update(healed)
             rec = tx.append("outcome", body, agent=action.agent, tool=action.tool)
             assert rec.seq == outcome_seq, "the outcome is the next record after finishing"
+            self._count_for_breaker(tx, action, error is not None)
         if run is not None:
             run.remember(action.tool, "error" if error is not None else "ok", verdict.id)
         return opened
+
+    def _count_for_breaker(self, tx: WriteTx, action: Action, failed: bool) -> str | None:
+        """Count a call's outcome toward its tool's breaker, if the policy sets one."""
+        policy = self._usable_policy(tx)
+        healing = policy.healing.get(action.tool) if policy is not None else None
+        if healing is None or healing.breaker is None:
+            return None
+        return self.breakers.record(tx, action.agent, action.tool, healing.breaker, failed)
+
+    def record_attempt(
+        self,
+        verdict: Verdict,
+        action: Action,
+        run: RunState | None,
+        *,
+        attempt: int,
+        error: BaseException,
+        detail: dict[str, Any] | None = None,
+        call_id: str | None = None,
+    ) -> str:
+        """A failed try that another follows: a record of the same call (its decision),
+        counted toward the breaker. Returns the breaker's state ("" without one)."""
+        action, _ = admitted(action)
+        with self.store.write() as tx:
+            body: dict[str, Any] = {
+                "decision_id": verdict.id,
+                "decision_seq": verdict.seq,
+                "attempt": attempt,
+                "error_type": error_type(error),
+                "error": _error_text(error),
+                **(detail or {}),
+                **_run_fields(run),
+            }
+            if call_id is not None:
+                body["call_id"] = call_id
+            tx.append("call.attempt", body, agent=action.agent, tool=action.tool)
+            return self._count_for_breaker(tx, action, True) or ""
+
+    def escalate_failure(
+        self,
+        verdict: Verdict,
+        action: Action,
+        run: RunState | None,
+        *,
+        why: str,
+        history: list[dict[str, Any]],
+        params: dict[str, Any] | None = None,
+        call_id: str | None = None,
+    ) -> str:
+        """Persistent failure in front of a person: an exception item with the failure
+        history (tries, errors, breaker state) in the queue the tool's policy names."""
+        action, _ = admitted(action)
+        with self.store.write() as tx:
+            policy = self._usable_policy(tx)
+            healing = policy.healing.get(action.tool) if policy is not None else None
+            escalate = healing.escalate if healing is not None else None
+            queue = (escalate.queue if escalate is not None else None) or self._any_queue(tx)
+            timeout, _ = _timeouts(policy, queue)
+            digest = hashlib.sha256(canonical(action.args)).hexdigest()
+            decision = replace(
+                verdict.decision,
+                rule_ids=(f"heal.{action.tool}",),
+                reason=why,
+                queue=queue,
+            )
+            item_id = self.open_item(
+                tx,
+                "exception",
+                decision,
+                action,
+                decision_id=verdict.id or "",
+                decision_seq=verdict.seq or 0,
+                run=run,
+                stored=self.stored(action, policy, digest, 0),
+                policy=policy,
+                queue=queue,
+                expires_in=timeout,
+                params=params,
+                detail=orjson.dumps(history).decode()[:4000],
+                call_id=call_id,
+            )
+            tx.append(
+                "heal.escalate",
+                {
+                    "decision_id": verdict.id,
+                    "review_item": item_id,
+                    "queue": queue,
+                    "why": why,
+                    "attempts": len(history),
+                    **_run_fields(run),
+                },
+                agent=action.agent,
+                tool=action.tool,
+            )
+        return item_id
 
     def _any_queue(self, tx: WriteTx) -> str:
         policy = self._usable_policy(tx)
@@ -760,7 +882,7 @@ class Gate:
         context = run.context if invalid is None else omitted(invalid)
         holds.record_run(tx, run.id, run.parent_id, run.agent)
         tx.append(
-            "run.start",
+            "run.resume" if getattr(run, "resumed", False) else "run.start",
             {
                 "context": mask("context", context, sensitive, masked),
                 "masked": masked,
@@ -865,3 +987,17 @@ def _error_text(error: BaseException) -> str:
     replaced by U+FFFD (a message may quote undecodable input)."""
     message = text(str(error))
     return message if len(message) <= 500 else message[:497] + "..."
+
+
+def _healing_wire(healing: CompiledHealing, action: Action) -> dict[str, Any]:
+    """The tool's healing settings for the SDK, with the fallback call this call would make
+    (or why it cannot be built: then no fallback runs)."""
+    wire = dict(healing.settings)
+    try:
+        built = healing.fallback_call(action.args, action.context)
+    except PolicyError as exc:
+        wire["fallback_call"] = {"error": str(exc)}
+    else:
+        if built is not None:
+            wire["fallback_call"] = {"tool": built[0], "args": built[1]}
+    return wire

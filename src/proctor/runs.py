@@ -24,10 +24,26 @@ def current_run() -> Run | None:
 class Run(RunState):
     """Use as ``with px.run(agent=..., confidence=0.9) as run:``; nested runs share the trace."""
 
+    durable: bool = False  # its calls get identities from the run, so it can be resumed
+    resumed: bool = False
     backend: Backend | None = field(default=None, repr=False)
+    _ordinals: dict[str, int] = field(default_factory=dict, repr=False)
     tracer: Any = field(default=None, repr=False)
     _token: Token[Run | None] | None = field(default=None, repr=False)
     _span: Any = field(default=None, repr=False)
+
+    def next_durable_key(self, tool: str) -> str | None:
+        """The identity of this run's next call of ``tool`` if the run (or one it is nested
+        in) is durable: the durable run's id, the tool, and the count of its calls so far.
+        A resumed run that makes the same calls in the same order gets the same identities."""
+        root: RunState | None = self
+        while root is not None and not getattr(root, "durable", False):
+            root = root.parent
+        if not isinstance(root, Run):
+            return None
+        n = root._ordinals.get(tool, 0) + 1
+        root._ordinals[tool] = n
+        return f"run:{root.id}:{tool}:{n}"
 
     def __enter__(self) -> Run:
         if self.tracer is not None:

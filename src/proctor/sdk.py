@@ -234,6 +234,10 @@ class Proctor:
         """Make a tool resumable by name from this process (``@px.tool`` does this)."""
         self._tools[(spec.agent, spec.name)] = spec
 
+    def registered(self, agent: str, name: str) -> ToolSpec:
+        """The tool ``name`` as registered in this process (for ``agent``, or for any)."""
+        return self._spec(agent, name)
+
     def _spec(self, agent: str, name: str) -> ToolSpec:
         spec = self._tools.get((agent, name)) or self._tools.get((None, name))
         if spec is None:
@@ -444,18 +448,46 @@ class Proctor:
 
         return decorate(fn) if fn is not None else decorate
 
-    def run(self, /, agent: str | None = None, *, parent: str | None = None, **context: Any) -> Run:
+    def run(
+        self,
+        /,
+        agent: str | None = None,
+        *,
+        parent: str | None = None,
+        durable: bool = False,
+        resume: str | None = None,
+        **context: Any,
+    ) -> Run:
         """Group actions into one run; keyword arguments become ``context.*`` for the rules
-        (any name but ``agent`` and ``parent``).
+        (any name but ``agent``, ``parent``, ``durable`` and ``resume``).
 
         ``parent``: the id of a run in another process this one works for (a delegated
         sub-agent): the parent's pending approvals hold this run too, and a rejection that
         refuses dependents refuses it.
+
+        ``durable=True``: every gated call in the run gets an identity from the run's id,
+        the tool and how many calls of that tool came before it, so ``resume=`` can replay
+        it. ``resume=RUN_ID`` continues a durable run, in this or a new process: calls whose
+        outcome is recorded return their recorded results, in order, without running; the
+        first unfinished call continues (reconciled first if its outcome is unknown).
         """
         enclosing = current_run()
         name = agent or (enclosing.agent if enclosing is not None else None)
         if name is None:
             raise ConfigError("px.run() needs agent= (or an enclosing run to inherit it from)")
+        if resume is not None:
+            if not isinstance(resume, str) or not 1 <= len(resume) <= 64:
+                raise ConfigError("resume= is the id of a durable run (at most 64 characters)")
+            return Run(
+                agent=name,
+                context=context,
+                backend=self.backend,
+                tracer=self.tracer,
+                id=resume,
+                durable=True,
+                resumed=True,
+                ancestors=tuple(self.backend.lineage(resume))[1:],
+            )
         if parent is not None:  # an explicit parent, from another process: it wins
             return Run(
                 agent=name,
@@ -463,9 +495,15 @@ class Proctor:
                 backend=self.backend,
                 tracer=self.tracer,
                 ancestors=tuple(self.backend.lineage(parent)) or (parent,),
+                durable=durable,
             )
         return Run(
-            agent=name, context=context, backend=self.backend, parent=enclosing, tracer=self.tracer
+            agent=name,
+            context=context,
+            backend=self.backend,
+            parent=enclosing,
+            tracer=self.tracer,
+            durable=durable,
         )
 
     def close(self) -> None:

@@ -47,7 +47,36 @@ class Backend(Protocol):
         result: Any = _NOT_GIVEN,
         claim_token: str | None = None,
         call: CallOutcome | None = None,
+        healed: dict[str, Any] | None = None,
     ) -> str | None: ...
+
+    def record_attempt(
+        self,
+        verdict: Verdict,
+        action: Action,
+        run: RunState | None,
+        *,
+        attempt: int,
+        error: BaseException,
+        detail: dict[str, Any] | None = None,
+        call_id: str | None = None,
+    ) -> str:
+        """A failed try another follows; returns the tool's breaker state after it."""
+        ...
+
+    def escalate_failure(
+        self,
+        verdict: Verdict,
+        action: Action,
+        run: RunState | None,
+        *,
+        why: str,
+        history: list[dict[str, Any]],
+        params: dict[str, Any] | None = None,
+        call_id: str | None = None,
+    ) -> str:
+        """An exception item for a person with the failure history; returns its id."""
+        ...
 
     def record_refusal(
         self, action: Action, run: RunState | None, reason: str, rule_id: str
@@ -143,6 +172,7 @@ def verdict_to_wire(v: Verdict) -> dict[str, Any]:
         "on_timeout": v.on_timeout,
         "held_by": list(v.held_by),
         "call": call_to_wire(v.call) if v.call is not None else None,
+        "healing": v.healing,
     }
 
 
@@ -159,6 +189,7 @@ def verdict_from_wire(data: dict[str, Any]) -> Verdict:
         data["on_timeout"],
         tuple(data.get("held_by") or ()),
         call_from_wire(call) if call else None,
+        data.get("healing"),
     )
 
 

@@ -65,6 +65,7 @@ class LocalBackend:
         result: Any = _NOT_GIVEN,
         claim_token: str | None = None,
         call: CallOutcome | None = None,
+        healed: dict[str, Any] | None = None,
     ) -> str | None:
         finish = None
         if item_id is not None and result is not _NOT_GIVEN:
@@ -83,6 +84,37 @@ class LocalBackend:
             item_id=item_id,
             in_tx=finish,
             call=call,
+            healed=healed,
+        )
+
+    def record_attempt(
+        self,
+        verdict: Verdict,
+        action: Action,
+        run: RunState | None,
+        *,
+        attempt: int,
+        error: BaseException,
+        detail: dict[str, Any] | None = None,
+        call_id: str | None = None,
+    ) -> str:
+        return self.gate.record_attempt(
+            verdict, action, run, attempt=attempt, error=error, detail=detail, call_id=call_id
+        )
+
+    def escalate_failure(
+        self,
+        verdict: Verdict,
+        action: Action,
+        run: RunState | None,
+        *,
+        why: str,
+        history: list[dict[str, Any]],
+        params: dict[str, Any] | None = None,
+        call_id: str | None = None,
+    ) -> str:
+        return self.gate.escalate_failure(
+            verdict, action, run, why=why, history=history, params=params, call_id=call_id
         )
 
     def record_refusal(

@@ -201,6 +201,7 @@ class RemoteBackend:
         result: Any = _NOT_GIVEN,
         claim_token: str | None = None,
         call: CallOutcome | None = None,
+        healed: dict[str, Any] | None = None,
     ) -> str | None:
         action, _ = admitted(action)  # a tool may have changed its arguments as it ran
         body = {
@@ -225,10 +226,56 @@ class RemoteBackend:
             }
             body["has_result"] = True
             body["result"] = orjson.loads(storable_json(call.result))
+        if healed:
+            body["healed"] = healed
         opened = self._call("POST", "/api/v1/outcomes", body).get("item_id")
         if run is not None:
             run.remember(action.tool, "error" if error is not None else "ok", verdict.id)
         return str(opened) if opened else None
+
+    def record_attempt(
+        self,
+        verdict: Verdict,
+        action: Action,
+        run: RunState | None,
+        *,
+        attempt: int,
+        error: BaseException,
+        detail: dict[str, Any] | None = None,
+        call_id: str | None = None,
+    ) -> str:
+        action, _ = admitted(action)
+        body = {
+            "verdict": verdict_to_wire(verdict),
+            "action": _action_wire(action, run, None),
+            "attempt": attempt,
+            "error_type": text(error_type(error))[:200],
+            "error": text(str(error))[:2000],
+            "call_id": call_id,
+            **(detail or {}),
+        }
+        return str(self._call("POST", "/api/v1/attempts", body).get("breaker") or "")
+
+    def escalate_failure(
+        self,
+        verdict: Verdict,
+        action: Action,
+        run: RunState | None,
+        *,
+        why: str,
+        history: list[dict[str, Any]],
+        params: dict[str, Any] | None = None,
+        call_id: str | None = None,
+    ) -> str:
+        action, _ = admitted(action)
+        body = {
+            "verdict": verdict_to_wire(verdict),
+            "action": _action_wire(action, run, params),
+            "why": text(why)[:2000],
+            "history": orjson.loads(storable_json(history[-100:])),
+            "call_id": call_id,
+        }
+        return str(self._call("POST", "/api/v1/escalations", body)["item_id"])
 
     def record_refusal(
         self, action: Action, run: RunState | None, reason: str, rule_id: str

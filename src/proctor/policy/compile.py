@@ -17,6 +17,7 @@ import orjson
 
 from .._errors import PolicyError
 from . import _cel as cel
+from .healing import CompiledHealing, compile_healing
 from .schema import Agent, PolicyDocument, Queue, Rule, validate
 from .source import Located, Path, load_yaml
 from .types import Kind, check, line_col, too_deep
@@ -97,6 +98,7 @@ class CompiledPolicy:
     sensitive: tuple[tuple[str, ...], ...] = field(default=())
     risk_roots: frozenset[str] = frozenset()
     risk_fields: dict[str, frozenset[str] | None] = field(default_factory=dict)
+    healing: dict[str, CompiledHealing] = field(default_factory=dict)  # by tool name
     local: threading.local = field(default_factory=threading.local, compare=False, repr=False)
 
     def candidates(self, tool: str) -> tuple[CompiledRule, ...]:
@@ -152,6 +154,12 @@ def compile_policy(text: str, source: str = "<policy>") -> CompiledPolicy:
         _check_kind(rule.when, "bool", path, located, what, f"rule '{rule.id}': ")
         rules.append(_compiled_rule(doc, rule, i, program))
     by_tool, any_tool = _index(rules)
+    healing = {
+        tool: compile_healing(
+            tool, heal, lambda expr, path, roots: _compile_cel(expr, path, located, roots)
+        )
+        for tool, heal in doc.tools.items()
+    }
     return CompiledPolicy(
         name=doc.policy,
         version=policy_version(doc),
@@ -171,6 +179,7 @@ def compile_policy(text: str, source: str = "<policy>") -> CompiledPolicy:
         sensitive=tuple(tuple(p.split(".")) for p in doc.sensitive),
         risk_roots=risk_roots,
         risk_fields=risk_fields,
+        healing=healing,
     )
 
 

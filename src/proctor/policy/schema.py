@@ -165,6 +165,91 @@ Tools = Annotated[
 ]
 
 
+# Errors a retry policy may name without knowing the tool's own exceptions: failures that
+# are, by their nature, worth another try (and, for the safety check, never committed).
+TRANSIENT_ERRORS = (
+    "ConnectionRefusedError",
+    "ConnectionError",
+    "TimeoutError",
+    "ConnectError",
+    "ReadTimeout",
+    "ConnectTimeout",
+    "RemoteProtocolError",
+    "ServiceUnavailable",
+    "RateLimited",
+)
+
+
+class Retry(_Model):
+    """How often and when a failed call is tried again; every field has a bound."""
+
+    attempts: int = Field(default=3, ge=1, le=20)  # tries in all, the first included
+    backoff: Literal["exponential", "fixed"] = "exponential"
+    base: float = Field(default=0.5, gt=0)  # seconds before the second try
+    max: float = Field(default=30.0, gt=0)  # longest pause between tries
+    jitter: float = Field(default=0.5, ge=0, le=1)  # share of each pause drawn at random
+    on: list[Annotated[str, Field(pattern=_NAME)]] = list(TRANSIENT_ERRORS)
+    deadline: float = Field(default=120.0, gt=0)  # no try starts after this many seconds
+    idempotent: bool = False  # the tool deduplicates by its call's identity itself
+
+    @field_validator("base", "max", "deadline", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> float:
+        return parse_duration(value)
+
+
+class Breaker(_Model):
+    """A circuit breaker over a sliding window of the last ``window`` calls."""
+
+    scope: Literal["agent_tool", "tool"] = "agent_tool"
+    failure_rate: float = Field(default=0.5, gt=0, le=1)
+    window: int = Field(default=100, ge=1, le=1000)
+    min_calls: int = Field(default=100, ge=1, le=1000)
+    open_for: float = Field(default=60.0, gt=0)
+    trial_calls: int = Field(default=10, ge=1, le=1000)
+
+    @field_validator("open_for", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> float:
+        return parse_duration(value)
+
+
+class Fallback(_Model):
+    """Another tool to try when this one fails or its breaker is open."""
+
+    tool: Annotated[str, Field(pattern=_NAME)]
+    # fallback argument name -> CEL expression over the original call (args, context, tool)
+    args: dict[Annotated[str, Field(pattern=_NAME)], str] | None = None
+
+
+class Escalate(_Model):
+    """Where persistent failure goes: an exception item for a person, and what the run does."""
+
+    queue: str | None = None  # default: defaults.queue
+    breaker_open_for: float | None = None  # an open breaker older than this reaches a person
+    run: Literal["stop", "wait"] = "stop"
+
+    @field_validator("breaker_open_for", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> float | None:
+        return None if value is None else parse_duration(value)
+
+
+class ToolHealing(_Model):
+    """How calls of one tool heal: deadline, retries, breaker, fallback, escalation."""
+
+    timeout: float | None = None
+    retry: Retry | None = None
+    breaker: Breaker | None = None
+    fallback: Fallback | None = None
+    escalate: Escalate | None = None
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> float | None:
+        return None if value is None else parse_duration(value)
+
+
 class Agent(_Model):
     oversight: Literal["high", "moderate", "light"] = "moderate"
     autonomy: int = Field(default=3, ge=1, le=4)
@@ -223,6 +308,7 @@ class PolicyDocument(_Model):
     rules: list[Rule] = []
     notify: dict[Annotated[str, Field(pattern=_NAME)], NotifyTarget] = {}
     alerts: list[Alert] = []
+    tools: dict[ToolName, ToolHealing] = {}
     tests: list[PolicyTest] = []
 
 
@@ -367,6 +453,7 @@ def _check_references(doc: PolicyDocument, located: Located) -> None:
                 "(set 'queue' or defaults.queue)",
             )
     _check_alerts(doc, located)
+    _check_healing(doc, located)
     for i, sensitive in enumerate(doc.sensitive):
         head = sensitive.split(".", 1)[0]
         if head not in ("args", "context") or "." not in sensitive:
@@ -405,3 +492,27 @@ def _check_alerts(doc: PolicyDocument, located: Located) -> None:
                 raise located.error(("alerts", i, "notify", j), f"unknown notify target '{target}'")
         if alert.queue is not None and alert.queue not in doc.queues:
             raise located.error(("alerts", i, "queue"), f"unknown queue '{alert.queue}'")
+
+
+def _check_healing(doc: PolicyDocument, located: Located) -> None:
+    for name, heal in doc.tools.items():
+        where = ("tools", name)
+        if heal.fallback is not None and heal.fallback.tool == name:
+            raise located.error((*where, "fallback", "tool"), "a tool cannot fall back to itself")
+        if heal.retry is not None and heal.retry.max < heal.retry.base:
+            raise located.error((*where, "retry", "max"), "retry.max is shorter than retry.base")
+        if heal.breaker is not None and heal.breaker.min_calls > heal.breaker.window:
+            raise located.error(
+                (*where, "breaker", "min_calls"),
+                f"min_calls ({heal.breaker.min_calls}) exceeds the window"
+                f" ({heal.breaker.window}): the breaker could never open",
+            )
+        escalate = heal.escalate
+        if escalate is not None:
+            queue = escalate.queue or doc.defaults.queue
+            if queue is None:
+                raise located.error(
+                    (*where, "escalate"), "escalate names no queue (set 'queue' or defaults.queue)"
+                )
+            if queue not in doc.queues:
+                raise located.error((*where, "escalate", "queue"), f"unknown queue '{queue}'")

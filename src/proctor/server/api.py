@@ -42,12 +42,14 @@ from .schemas import (
     INT64_MAX,
     ActionIn,
     ApproveIn,
+    AttemptIn,
     ChoiceIn,
     ChooseIn,
     ClaimIn,
     EditIn,
     EscalateCallIn,
     EscalateIn,
+    EscalationIn,
     LeaseIn,
     OutcomeIn,
     PolicyIn,
@@ -256,6 +258,7 @@ def _outcome(px: Proctor, body: OutcomeIn, who: Principal) -> Any:
             item_id=item_id,
             in_tx=in_tx,
             call=call,
+            healed=body.healed.model_dump(exclude_none=True) if body.healed else None,
         )
     except _Replay as replay:
         return orjson.loads(replay.response) or {"item_id": None, "replayed": True}
@@ -270,7 +273,9 @@ def _item_verdict(item: ReviewItem) -> Verdict:
     return Verdict(decision, item.decision_id, item.decision_seq, item.id)
 
 
-def _recorded_decision(px: Proctor, claimed: Verdict, action: Action) -> Verdict:
+def _recorded_decision(
+    px: Proctor, claimed: Verdict, action: Action, *, allow_only: bool = True
+) -> Verdict:
     """The allow decision an outcome reports on, as the log recorded it."""
     row = None
     if claimed.seq is not None:
@@ -296,11 +301,11 @@ def _recorded_decision(px: Proctor, claimed: Verdict, action: Action) -> Verdict
             f"no decision {claimed.id!r} at seq {claimed.seq} was recorded for"
             f" {action.agent}'s call of {action.tool}"
         )
-    if row.decision != "allow":
+    if row.decision != "allow" and allow_only:
         raise Conflict(f"decision {claimed.id} was {row.decision}: no tool ran under it")
     rec = orjson.loads(row.record)
     decision = Decision(
-        "allow",
+        row.decision,
         tuple(rec.get("rules") or ()),
         str(rec.get("reason") or ""),
         rec.get("policy_version"),
@@ -311,6 +316,49 @@ def _recorded_decision(px: Proctor, claimed: Verdict, action: Action) -> Verdict
         sample_queue=rec.get("sample_queue"),
     )
     return Verdict(decision, claimed.id, claimed.seq)
+
+
+@router.post("/attempts", tags=["agents"])
+def create_attempt(body: AttemptIn, who: Who, request: Request) -> Any:
+    """Record a failed try of an allowed call that another try follows; it counts toward
+    the tool's circuit breaker, whose state after it is returned."""
+    _acts_as(who, body.action.agent)
+    px = _px(request)
+    action = _action(body.action)
+    claimed = {**body.verdict.model_dump(), "call": None}
+    verdict = _recorded_decision(px, verdict_from_wire(claimed), action)
+    detail = {"ambiguous": body.ambiguous, "reconciled": body.reconciled}
+    state = _local(px).gate.record_attempt(
+        verdict,
+        action,
+        _run(body.action.run),
+        attempt=body.attempt,
+        error=ReportedError(body.error_type, body.error),
+        detail={k: v for k, v in detail.items() if v is not None},
+        call_id=body.call_id,
+    )
+    return {"breaker": state}
+
+
+@router.post("/escalations", tags=["agents"])
+def create_escalation(body: EscalationIn, who: Who, request: Request) -> Any:
+    """Hand a call that keeps failing to a person: an exception item with its history, in
+    the queue the tool's policy names."""
+    _acts_as(who, body.action.agent)
+    px = _px(request)
+    action = _action(body.action)
+    claimed = {**body.verdict.model_dump(), "call": None}
+    verdict = _recorded_decision(px, verdict_from_wire(claimed), action, allow_only=False)
+    item_id = _local(px).gate.escalate_failure(
+        verdict,
+        action,
+        _run(body.action.run),
+        why=body.why,
+        history=body.history,
+        params=body.action.params,
+        call_id=body.call_id,
+    )
+    return {"item_id": item_id}
 
 
 @router.post("/refusals", tags=["agents"])

@@ -93,6 +93,7 @@ class VerdictWire(_In):
     on_timeout: str = "deny"
     held_by: list[str] = Field(default=[], max_length=50)
     call: dict[str, Any] | None = None
+    healing: dict[str, Any] | None = None
 
 
 class CallOutcomeIn(_In):
@@ -100,6 +101,14 @@ class CallOutcomeIn(_In):
     token: str = Field(min_length=16, max_length=128)
     ambiguous: bool = False
     has_lookup: bool = False
+
+
+class HealedIn(_In):
+    """How a call healed: its tries, what recovered it, the call it stood in for."""
+
+    attempts: int = Field(default=1, ge=1, le=100)
+    recovered: Literal["retry", "fallback", "lookup"] | None = None
+    fallback_of: str | None = Field(default=None, max_length=64)
 
 
 class OutcomeIn(_In):
@@ -114,6 +123,30 @@ class OutcomeIn(_In):
     claim_token: str | None = Field(default=None, min_length=16, max_length=128)
     call: CallOutcomeIn | None = None
     idempotency_key: str | None = Field(default=None, min_length=8, max_length=128)
+    healed: HealedIn | None = None
+
+
+class AttemptIn(_In):
+    """A failed try of an allowed call that another try follows."""
+
+    verdict: VerdictWire
+    action: ActionIn
+    attempt: int = Field(ge=1, le=100)
+    error_type: str = Field(max_length=200)
+    error: str = Field(default="", max_length=2000)
+    ambiguous: bool | None = None
+    reconciled: Literal["committed", "not_committed", "conflicting", "unavailable"] | None = None
+    call_id: str | None = Field(default=None, max_length=64)
+
+
+class EscalationIn(_In):
+    """Persistent failure handed to a person, with what was tried."""
+
+    verdict: VerdictWire
+    action: ActionIn
+    why: str = Field(min_length=1, max_length=2000)
+    history: list[dict[str, Any]] = Field(default=[], max_length=100)
+    call_id: str | None = Field(default=None, max_length=64)
 
 
 class SettlementIn(_In):

@@ -277,3 +277,20 @@ notifications = Table(
     Column("last_error", Text, nullable=True),
 )
 Index("ix_notifications_due", notifications.c.status, notifications.c.next_at)
+
+# 0010: circuit breakers (execution/breakers.py), one row per agent/tool or */tool scope
+breakers = Table(
+    "proctor_breakers",
+    metadata,
+    Column("scope", String(420), primary_key=True),
+    Column("agent", String(200), nullable=False),
+    Column("tool", String(200), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("outcomes", Text, nullable=False, server_default=""),  # last calls: 0 ok, 1 failed
+    Column("opened_at", Float, nullable=True),
+    Column("trials", Integer, nullable=False, server_default="0"),
+    Column("trial_failures", Integer, nullable=False, server_default="0"),
+    Column("trial_done", Integer, nullable=False, server_default="0"),
+    Column("escalated_at", Float, nullable=True),
+    Column("updated_at", Float, nullable=False),
+)
