@@ -309,19 +309,20 @@ def _healed_ok(call: Call, heal: Healing | None) -> dict[str, Any] | None:
 
 def recover(px: Proctor, call: Call, heal: Healing, error: BaseException) -> Any:
     """After the last try failed (or the breaker refused): the fallback, once, if the
-    policy names one; then, if failure persists, a person. The error is raised otherwise."""
+    policy names one; then, if failure persists, a person. The error is raised otherwise,
+    and at once when it is not a failure of the service (not named in ``retry.on``): a
+    declined card is an answer, not an outage."""
+    if not breaker_refused(error, call.tool) and not heal.is_service_failure(error):
+        raise error
     fallback = fallback_for(heal) if call.fallback_of is None else None  # never a chain
     if fallback is not None:
         try:
             return _run_fallback(px, call, *fallback)
-        except Denied as refused:
-            heal.history.append(_failed_entry("fallback", fallback[0], refused))
-            if heal.escalate is None:
-                raise
-        except Exception as failed:
+        except Exception as failed:  # noqa: BLE001 - recorded in the history and the note
             heal.history.append(_failed_entry("fallback", fallback[0], failed))
-            if heal.escalate is None:
-                raise
+            error.add_note(
+                f"its fallback {fallback[0]} did not help: {type(failed).__name__}: {failed}"
+            )
     elif "fallback_call" in heal.settings and call.fallback_of is None:
         error.add_note(f"no fallback ran: {heal.settings['fallback_call'].get('error')}")
     if heal.escalate is None:

@@ -206,6 +206,10 @@ class Gate:
                 except Conflict as exc:
                     return self._conflict(tx, action, run, known, str(exc))
                 if state is not None:
+                    if run is not None and not run.started:  # a resumed run's first call
+                        usable = self._usable_policy(tx)
+                        sensitive = usable.sensitive if usable is not None else ()
+                        self._record_run_start(tx, run, sensitive)
                     return self._repeat(tx, action, known, state)
         hold = holds.check(tx, run.lineage, waited_on=waited_on) if run is not None else None
         policy: CompiledPolicy | None = None

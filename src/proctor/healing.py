@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import tenacity
 
 from ._errors import Denied
+from .policy.schema import TRANSIENT_ERRORS
 from .reconcile import ask, is_ambiguous
 
 if TYPE_CHECKING:
@@ -82,6 +83,12 @@ class Healing:
     @property
     def fallback_call(self) -> dict[str, Any] | None:
         return self.settings.get("fallback_call")
+
+    def is_service_failure(self, error: BaseException) -> bool:
+        """An error the policy treats as the service failing (``retry.on``, or the default
+        transient kinds without a retry): the ones a fallback or a person may answer."""
+        names = self.retry["on"] if self.retry else list(TRANSIENT_ERRORS)
+        return isinstance(error, DeadlineExceeded) or _named(error, names)
 
     def healed(self, recovered: str | None = None) -> dict[str, Any]:
         """The fields the call's outcome record carries."""

@@ -21,6 +21,7 @@ from .. import _clock
 from .._canonical import canonical
 from .._errors import Conflict, Forbidden, InvalidRequest
 from .._settings import setting
+from ..execution import breakers
 from ..execution.leases import DEFAULT_LEASE_SECONDS
 from ..policy import Action, CompiledPolicy, Decision
 from ..store import WriteTx
@@ -390,6 +391,8 @@ class ReviewService:
             changed.extend(self.grants.expire_leases(tx, item_id, now))
             if item_id is None:
                 changed.extend(self.settling.sweep(tx, now))
+                if policy is not None and policy.healing:
+                    changed.extend(self._escalate_breakers(tx, policy))
             for (iid,) in tx.sql(
                 "SELECT id FROM proctor_review_items WHERE status = 'pending'"
                 " AND sla_due IS NOT NULL AND sla_due <= ?"
@@ -400,6 +403,51 @@ class ReviewService:
                     self._breach(tx, load(tx, iid), policy, now)
                     changed.append(iid)
         return changed
+
+    def _escalate_breakers(self, tx: WriteTx, policy: CompiledPolicy) -> list[str]:
+        """Breakers open longer than their tool's ``escalate.breaker_open_for``: each is
+        put in front of a person once per opening, as an exception item."""
+        bounds = {
+            tool: h.escalate.breaker_open_for
+            for tool, h in policy.healing.items()
+            if h.escalate is not None and h.escalate.breaker_open_for is not None
+        }
+        if not bounds:
+            return []
+        opened: list[str] = []
+        for found in breakers.overdue(tx, bounds):
+            healing = policy.healing[found.tool]
+            assert healing.escalate is not None
+            queue = healing.escalate.queue or policy.document.defaults.queue or "default"
+            why = (
+                f"the circuit breaker for {found.tool} ({found.scope}) has been open for"
+                f" {_clock.now() - (found.opened_at or 0):.0f}s: the tool keeps failing"
+            )
+            decision = Decision("review", (breakers.rule_id(found.tool),), why, policy.version)
+            action = Action(found.agent, found.tool, {}, {})
+            item_id = self.gate.open_item(
+                tx,
+                "exception",
+                decision,
+                action,
+                decision_id="",
+                decision_seq=0,
+                run=None,
+                stored=self.gate.stored(action, policy, "", 0),
+                policy=policy,
+                queue=queue,
+                expires_in=None,
+                detail=orjson.dumps(found.as_dict()).decode(),
+            )
+            breakers.mark_escalated(tx, found.scope)
+            tx.append(
+                "heal.escalate",
+                {"review_item": item_id, "queue": queue, "why": why, "breaker": found.scope},
+                agent=None if found.agent == "*" else found.agent,
+                tool=found.tool,
+            )
+            opened.append(item_id)
+        return opened
 
     def _breach(
         self, tx: WriteTx, item: dict[str, Any], policy: CompiledPolicy | None, now: float
