@@ -18,8 +18,7 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
-from proctor import Denied, PolicyError, Proctor, Rejected
-from proctor.healing import DeadlineExceeded
+from proctor import DeadlineExceeded, Denied, PolicyError, Proctor, Rejected
 from proctor.reconcile import Committed, NotCommitted
 from proctor.store.tables import audit_log
 

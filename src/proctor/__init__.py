@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ._errors import (
     ConfigError,
     Conflict,
+    DeadlineExceeded,
     DecisionError,
     Denied,
     Forbidden,
@@ -63,6 +64,7 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "Conflicting",
+    "DeadlineExceeded",
     "Decision",
     "DecisionError",
     "Denied",

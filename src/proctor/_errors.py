@@ -127,6 +127,11 @@ class ToolFailed(ProctorError):
         self.item_id = item_id
 
 
+class DeadlineExceeded(ProctorError, TimeoutError):
+    """A tool's body ran past the policy's ``timeout``: abandoned (sync) or cancelled (async).
+    Its effect may or may not have happened, so it is reconciled, never retried blindly."""
+
+
 class InDoubt(ProctorError):
     """An action may or may not have happened: its runner stopped answering before it
     recorded the outcome, or it failed in a way that may have committed.

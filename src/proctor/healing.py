@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import tenacity
 
-from ._errors import Denied
+from ._errors import DeadlineExceeded, Denied
 from .policy.schema import TRANSIENT_ERRORS
 from .reconcile import ask, is_ambiguous
 
@@ -40,11 +40,6 @@ if TYPE_CHECKING:
 RECOVERED_BY_RETRY = "retry"
 RECOVERED_BY_FALLBACK = "fallback"
 RECOVERED_BY_LOOKUP = "lookup"
-
-
-class DeadlineExceeded(TimeoutError):
-    """A tool's body ran past its ``timeout``: abandoned (sync) or cancelled (async). Its
-    effect may or may not have happened, so it is reconciled, never retried blindly."""
 
 
 class _BreakerOpened(Exception):
