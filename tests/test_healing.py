@@ -599,3 +599,30 @@ def test_healing_works_the_same_through_a_server(db_url: str) -> None:
             assert json.loads(item.detail or "[]")[0]["error_type"] == "ConnectionRefusedError"
     finally:
         srv.stop()
+
+
+def test_an_open_breaker_fires_an_alert(db_url: str) -> None:
+    from proctor.telemetry.alerts import AlertMonitor
+
+    policy = POLICY.replace(
+        "tools:\n",
+        "alerts:\n  - {id: charge-breaker, metric: breakers_open, tool: charge, above: 0,"
+        " severity: critical}\ntools:\n",
+    )
+    with Proctor(db_url) as px:
+        px.policy.apply(policy)
+
+        @px.tool(agent="bot")
+        def charge(order: str) -> str:
+            raise ConnectionRefusedError("down")
+
+        @px.tool(agent="bot")
+        def charge_later(order: str, note: str) -> str:
+            return "queued"
+
+        monitor = AlertMonitor(px.store)
+        assert monitor.check() == []
+        charge("A-1")
+        charge("A-2")  # opens the breaker
+        [firing] = monitor.check()
+        assert (firing.alert, firing.state, firing.value) == ("charge-breaker", "firing", 1.0)

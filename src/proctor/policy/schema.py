@@ -88,6 +88,7 @@ ALERT_METRICS = (
     "silent_failures",
     "items_past_sla",
     "queue_depth",
+    "breakers_open",
     "decisions",
     "denials",
     "failures",

@@ -23,7 +23,7 @@ from ..policy.lifecycle import active_source
 from ..policy.schema import Alert
 from ..store import Store, WriteTx
 from ..store.tables import alerts as alerts_table
-from ..store.tables import review_items
+from ..store.tables import breakers, review_items
 from . import kpi
 from .notifications import enqueue
 
@@ -86,6 +86,17 @@ def _pending(store: Store, alert: Alert, now: float) -> float:
         return float(conn.execute(query).scalar() or 0)
 
 
+def _breakers_open(store: Store, alert: Alert) -> float:
+    """Circuit breakers open or half open now (of the alert's agent and tool, if set)."""
+    query = sa.select(sa.func.count()).where(breakers.c.state != "closed")
+    if alert.agent:
+        query = query.where(breakers.c.agent.in_((alert.agent, "*")))
+    if alert.tool:
+        query = query.where(breakers.c.tool == alert.tool)
+    with store.read() as conn:
+        return float(conn.execute(query).scalar() or 0)
+
+
 def breaches(alert: Alert, value: float | None) -> bool:
     if value is None:
         return False
@@ -131,6 +142,8 @@ class AlertMonitor:
     def measure(self, alert: Alert, now: float, cache: dict[Any, dict[str, Any]]) -> float | None:
         if alert.metric in ("queue_depth", "items_past_sla"):
             return _pending(self.store, alert, now)
+        if alert.metric == "breakers_open":
+            return _breakers_open(self.store, alert)
         key = (alert.agent, alert.tool, alert.window)
         if key not in cache:
             cache[key] = kpi.compute(
