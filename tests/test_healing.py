@@ -19,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from proctor import DeadlineExceeded, Denied, PolicyError, Proctor, Rejected
+from proctor.audit.receipts import receipt
 from proctor.reconcile import Committed, NotCommitted
 from proctor.store.tables import audit_log
 
@@ -223,6 +224,9 @@ def test_a_lookup_that_finds_nothing_lets_it_be_retried(hpx: Proctor) -> None:
     assert tries == 2
     [attempt] = records(hpx, "call.attempt")
     assert attempt["ambiguous"] is True and attempt["reconciled"] == "not_committed"
+    life = receipt(hpx.store, attempt["call_id"])
+    assert [r["kind"] for r in life["records"]] == ["decision", "call.attempt", "outcome"]
+    assert life["status"] == "done"
 
 
 # -- deadlines -------------------------------------------------------------------------------

@@ -737,7 +737,9 @@ class Gate:
             }
             if call_id is not None:
                 body["call_id"] = call_id
-            tx.append("call.attempt", body, agent=action.agent, tool=action.tool)
+            rec = tx.append("call.attempt", body, agent=action.agent, tool=action.tool)
+            if call_id is not None:
+                self.calls.add_seq(tx, call_id, rec.seq)  # on the call's receipt
             return self._count_for_breaker(tx, action, True) or ""
 
     def escalate_failure(

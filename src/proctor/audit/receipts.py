@@ -90,7 +90,17 @@ def summary(record: dict[str, Any]) -> str:
         return f"{record.get('decision')}: {record.get('reason')}"
     if kind == "outcome":
         extra = f" {record.get('error_type')}: {record.get('error')}" if record.get("error") else ""
+        tries = record.get("attempts")
+        if tries and tries > 1:
+            extra += f" after {tries} tries"
+        if record.get("recovered"):
+            extra += f", recovered by {record['recovered']}"
         return f"{record.get('outcome')}{extra} ({record.get('duration_ms')} ms)"
+    if kind == "call.repeat":
+        return "asked again: returned the recorded result, nothing ran"
+    if kind == "call.attempt":
+        failure = f"{record.get('error_type')}: {record.get('error')}"
+        return f"try {record.get('attempt')} failed: {failure}"
     for field in ("answer", "why", "by", "owner"):
         if record.get(field):
             return f"{field} {record[field]}"
