@@ -60,6 +60,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Applied",
+    "BadArguments",
     "apply_decisions",
     "approve",
     "gated_tool",
@@ -74,6 +75,10 @@ _DECIDED_STATUSES = ("allowed", "denied", "done", "busy", "unknown", "conflict")
 
 
 # -- what the model reads ---------------------------------------------------------------------
+
+
+class BadArguments(InvalidRequest):
+    """The model's arguments do not fit the tool: nothing was decided or run."""
 
 
 def _rules(exc: DecisionError) -> str:
@@ -100,6 +105,8 @@ def tool_error_message(ctx: RunContextWrapper[Any], error: Exception) -> str:
     tool = getattr(ctx, "tool_name", None) or "the tool"
     if isinstance(error, (Denied, Rejected)):
         return refusal(tool, error)
+    if isinstance(error, BadArguments):
+        return f"The call to {tool} was not run: {error}. Call it again with valid arguments."
     if isinstance(error, InDoubt):
         return (
             f"The call to {tool} may or may not have happened; it will not be repeated until a"
@@ -142,7 +149,14 @@ class _Gate:
 
     def validate(self, raw: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """The model's arguments as the function takes them (pydantic, as the SDK does)."""
-        parsed = self.schema.params_pydantic_model(**raw)
+        try:
+            parsed = self.schema.params_pydantic_model(**raw)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise BadArguments(f"its arguments do not fit its parameters ({problems})") from None
         args, kwargs = self.schema.to_call_args(parsed)
         return tuple(args), kwargs
 
@@ -165,7 +179,7 @@ class _Gate:
         """SDK approval is needed only while a human (or a hold) decides in Proctor."""
         try:
             self.validate(params)
-        except ValidationError:
+        except BadArguments:
             return False  # nothing to gate: the body tells the model what was wrong
         known = self._decided.get(call_id)
         if isinstance(known, _Failed) or (known is not None and not known.executed):
@@ -197,7 +211,7 @@ class _Gate:
                 decision_id=exc.decision_id,
                 policy_version=exc.policy_version,
             ) from exc
-        except (DecisionError, InDoubt, ToolFailed) as exc:
+        except (DecisionError, InDoubt, ToolFailed, BadArguments) as exc:
             if self.on_error is None:
                 raise
             return await _message(self.on_error, ctx, exc)
@@ -235,9 +249,9 @@ def _arguments(text: str | None) -> dict[str, Any]:
     try:
         value = json.loads(text or "{}")
     except ValueError as exc:
-        raise InvalidRequest(f"the tool's arguments are not JSON: {exc}") from exc
+        raise BadArguments(f"its arguments are not JSON ({exc})") from None
     if not isinstance(value, dict):
-        raise InvalidRequest("the tool's arguments are not a JSON object")
+        raise BadArguments("its arguments are not a JSON object")
     return value
 
 
@@ -329,8 +343,8 @@ def _settle(gate: _Gate, interruption: ToolApprovalItem) -> Applied:
     try:
         raw = _arguments(interruption.arguments)
         gate.validate(raw)
-    except (InvalidRequest, ValidationError) as exc:
-        message = f"The call to {tool} was not run: its arguments are invalid ({exc})."
+    except BadArguments as exc:
+        message = f"The call to {tool} was not run: {exc}."
         return Applied(interruption, call_id, tool, "rejected", message=message)
     known = gate._decided.get(call_id)
     call = known if isinstance(known, Call) and not known.executed else gate.decide(raw, call_id)
