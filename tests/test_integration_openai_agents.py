@@ -429,6 +429,17 @@ def test_the_example_runs_without_an_api_key(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     out = r.stdout
     assert "refunded 20.0 on A-1" in out
-    assert "Policy refused the call to issue_refund" in out
+    assert "Policy refused the call to delete_account (rules: envelope.tools)" in out
     assert "waits for review item" in out and "refunded 150.0 on A-17" in out
     assert "ran once" in out
+
+
+def test_bench_reports_the_adapters_overhead() -> None:
+    r = proctor("bench", "adapters", "--framework", "openai-agents", "-n", "50", "--json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["framework"] == "openai-agents" and data["n"] == 50
+    for side in ("bare", "bare_call_id", "adapter", "sdk_plain", "sdk_gated"):
+        assert data[f"{side}_p50_us"] > 0
+    assert abs(data["overhead_us"] - (data["adapter_p50_us"] - data["bare_p50_us"])) < 0.2
+    assert data["overhead_ratio"] > 0

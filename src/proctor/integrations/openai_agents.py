@@ -235,7 +235,9 @@ class _Gate:
             known = await asyncio.to_thread(self.decide, raw, call_id)
         # Decided on the model's JSON (what reviewers see); run with the validated values.
         known.call_args = (args, kwargs)
-        return await self.px.execute_async(known, wait=0)
+        if self.spec.is_async:
+            return await self.px.execute_async(known, wait=0)
+        return await asyncio.to_thread(self.px.execute, known, wait=0)  # one thread hop
 
 
 async def _message(on_error: ErrorFunction, ctx: RunContextWrapper[Any], exc: Exception) -> str:
