@@ -32,6 +32,7 @@ from agents import (
     set_tracing_disabled,
 )
 from agents.items import TResponseInputItem
+from agents.testing import ScriptedModel as SdkScriptedModel
 from agents.testing import assistant_message, function_call
 from tests.test_cli import proctor
 from tests.test_server_process import Server, free_port
@@ -73,11 +74,14 @@ rules:
 RUN = RunConfig(tracing_disabled=True)
 
 
-class ScriptedModel(Model):
-    """Asks for the planned tool calls, one per turn; after a tool's output, says what it
-    read (so a test sees exactly what the model was told)."""
+Planned = tuple[str, dict[str, Any], str]
 
-    def __init__(self, *calls: tuple[str, dict[str, Any], str]) -> None:
+
+class ScriptedModel(Model):
+    """Asks for the planned tool calls (a list: several in one turn); after the tools'
+    outputs, says what it read (so a test sees exactly what the model was told)."""
+
+    def __init__(self, *calls: Planned | list[Planned]) -> None:
         self.calls = list(calls)
         self.read: list[str] = []
 
@@ -88,14 +92,17 @@ class ScriptedModel(Model):
         *args: Any,
         **kwargs: Any,
     ) -> ModelResponse:
-        last: Any = input[-1] if isinstance(input, list) and input else {}
-        last = last if isinstance(last, dict) else last.model_dump()
-        if last.get("type") == "function_call_output":
-            self.read.append(str(last["output"]))
-            output = [assistant_message(f"read: {last['output']}")]
+        items = [i if isinstance(i, dict) else i.model_dump() for i in input or []]
+        outputs: list[str] = []
+        while items and items[-1].get("type") == "function_call_output":
+            outputs.insert(0, str(items.pop()["output"]))
+        if outputs:
+            self.read.extend(outputs)
+            output = [assistant_message("read: " + " | ".join(outputs))]
         else:
-            name, arguments, call_id = self.calls.pop(0)
-            output = [function_call(name, arguments, call_id=call_id)]
+            planned = self.calls.pop(0)
+            turn = planned if isinstance(planned, list) else [planned]
+            output = [function_call(name, args, call_id=cid) for name, args, cid in turn]
         return ModelResponse(output=output, usage=Usage(), response_id=None)
 
     def stream_response(self, *args: Any, **kwargs: Any) -> Any:
@@ -128,7 +135,7 @@ class Desk:
 
         self.tools = [gated_tool(px, t) for t in (issue_refund, lookup_order, broken)]
 
-    def agent(self, *calls: tuple[str, dict[str, Any], str]) -> tuple[Agent[Any], ScriptedModel]:
+    def agent(self, *calls: Planned | list[Planned]) -> tuple[Agent[Any], ScriptedModel]:
         model = ScriptedModel(*calls)
         return Agent(name="support-bot", model=model, tools=list(self.tools)), model
 
@@ -344,6 +351,72 @@ def test_an_edit_runs_with_the_edited_arguments(desk: Desk) -> None:
     final = asyncio.run(Runner.run(agent, state, run_config=RUN))
     assert desk.refunds == [("A-17", 150.0)]
     assert final.final_output == "read: refunded 150.0 on A-17"
+
+
+def test_a_call_held_by_a_pending_approval_in_its_run_waits_for_it(desk: Desk) -> None:
+    # One turn, two calls in one Proctor run: the refund needs a reviewer, and its pending
+    # item holds the run, so the allowed lookup is interrupted too, and runs once it clears.
+    agent, model = desk.agent(
+        [
+            ("issue_refund", {"order_id": "A-17", "amount": 250.0}, "call_big"),
+            ("lookup_order", {"order_id": "A-17"}, "call_look"),
+        ]
+    )
+    with desk.px.run(agent="support-bot", ticket="T-1"):
+        result = run(agent, "Refund A-17, then check it")
+        assert sorted(i.tool_name or "" for i in result.interruptions) == [
+            "issue_refund",
+            "lookup_order",
+        ]
+        items = desk.px.reviews.list()
+        assert len(items) == 1 and items[0].tool == "issue_refund"
+        state = result.to_state()
+        held = {a.tool: a.outcome for a in apply_decisions(desk.px, state)}
+        assert held == {"issue_refund": "pending", "lookup_order": "pending"}
+        desk.px.reviews.approve(items[0].id, by="ana")
+        state = result.to_state()
+        assert {a.tool: a.outcome for a in apply_decisions(desk.px, state)} == {
+            "issue_refund": "approved",
+            "lookup_order": "approved",
+        }
+        asyncio.run(Runner.run(agent, state, run_config=RUN))
+    assert desk.refunds == [("A-17", 250.0)]
+    assert model.read[0] == "refunded 250.0 on A-17" and "delivered" in model.read[1]
+
+
+def test_streamed_runs_are_gated_the_same_way(desk: Desk) -> None:
+    # The SDK's own scripted model, streaming: a denied call, then a reviewed one.
+    model = SdkScriptedModel(
+        [
+            [function_call("issue_refund", {"order_id": "B-1", "amount": 5000.0}, call_id="s1")],
+            [function_call("issue_refund", {"order_id": "B-2", "amount": 250.0}, call_id="s2")],
+        ]
+    )
+    agent = Agent(name="support-bot", model=model, tools=list(desk.tools))
+
+    async def streamed(start: Any) -> Any:
+        result = Runner.run_streamed(agent, start, run_config=RUN)
+        async for _ in result.stream_events():
+            pass
+        return result
+
+    first = asyncio.run(streamed("Refund B-1, then B-2"))
+    (interruption,) = first.interruptions
+    told = [i for i in model.calls[1].input if isinstance(i, dict)]
+    assert "Policy refused the call to issue_refund (rules: never-huge)" in str(told[-1])
+    item_id = item_for(desk.px, interruption)
+    assert item_id is not None
+    desk.px.reviews.approve(item_id, by="ana")
+    saved = first.to_state().to_json()
+    model.extend([[assistant_message("done")]])
+    for _ in range(2):
+        state = state_of(agent, saved)
+        assert [a.outcome for a in apply_decisions(desk.px, state)] == ["approved"]
+        final = asyncio.run(streamed(state))
+        assert final.final_output == "done"
+        model.extend([[assistant_message("done")]])
+    assert desk.refunds == [("B-2", 250.0)]
+    assert "refunded 250.0 on B-2" in str(model.calls[-1].input[-1])
 
 
 def test_a_rejection_reaches_the_model_with_the_reviewers_reason(desk: Desk) -> None:
