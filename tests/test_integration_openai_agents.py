@@ -41,10 +41,12 @@ from proctor import (
     ConfigError,
     Denied,
     Forbidden,
+    InDoubt,
     InvalidRequest,
     Proctor,
     Rejected,
     ReviewPending,
+    ToolFailed,
 )
 from proctor.audit.verify import verify
 from proctor.integrations.openai_agents import (
@@ -485,6 +487,11 @@ def test_tool_error_message_serves_any_sdk_tool() -> None:
     )
     assert "reviewer rejected" in tool_error_message(ctx, Rejected("no"))
     assert "An error occurred" in tool_error_message(ctx, ValueError("x"))
+    doubt = tool_error_message(ctx, InDoubt("lease lapsed", item_id="it-1"))
+    assert "may or may not have happened" in doubt and "it-1" in doubt
+    failed = ToolFailed("secret stack detail", error_type="RuntimeError", item_id="it-2")
+    said = tool_error_message(ctx, failed)
+    assert "RuntimeError" in said and "secret" not in said
 
 
 # -- the example -------------------------------------------------------------------------------

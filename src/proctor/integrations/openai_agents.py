@@ -85,7 +85,7 @@ def _rules(exc: DecisionError) -> str:
     return f" (rules: {', '.join(exc.rule_ids)})" if exc.rule_ids else ""
 
 
-def refusal(tool: str, exc: DecisionError) -> str:
+def _refusal(tool: str, exc: DecisionError) -> str:
     """A refusal in plain words: what was refused, by whom, why, and that it did not run."""
     reason = exc.reason.rstrip(". ")
     if isinstance(exc, Rejected):
@@ -104,7 +104,7 @@ def tool_error_message(ctx: RunContextWrapper[Any], error: Exception) -> str:
     (what was refused and why, with the rule ids); other errors as the SDK says them."""
     tool = getattr(ctx, "tool_name", None) or "the tool"
     if isinstance(error, (Denied, Rejected)):
-        return refusal(tool, error)
+        return _refusal(tool, error)
     if isinstance(error, BadArguments):
         return f"The call to {tool} was not run: {error}. Call it again with valid arguments."
     if isinstance(error, InDoubt):
@@ -112,8 +112,11 @@ def tool_error_message(ctx: RunContextWrapper[Any], error: Exception) -> str:
             f"The call to {tool} may or may not have happened; it will not be repeated until a"
             f" person settles it (Proctor review item {error.item_id}). Do not call it again."
         )
-    if isinstance(error, ToolFailed):
-        return f"The approved call to {tool} ran and failed: {error}"
+    if isinstance(error, ToolFailed):  # the error's text stays out, as the SDK keeps it
+        return (
+            f"The approved call to {tool} ran earlier and failed ({error.error_type}); it does"
+            " not run again under that approval."
+        )
     return default_tool_error_function(ctx, error)
 
 
@@ -132,15 +135,12 @@ class _Gate:
     """The ``on_invoke_tool`` and ``needs_approval`` of one gated tool."""
 
     def __init__(
-        self, px: Proctor, tool: Callable[..., Any], schema: FuncSchema, on_error: Any
+        self, px: Proctor, spec: ToolSpec, schema: FuncSchema, on_error: ErrorFunction | None
     ) -> None:
-        spec = getattr(tool, "__proctor_tool__", None)
-        if not isinstance(spec, ToolSpec):
-            raise InvalidRequest("gated_tool() takes a function decorated with @px.tool")
         self.px = px
-        self.spec: ToolSpec = spec
+        self.spec = spec
         self.schema = schema
-        self.on_error: ErrorFunction | None = on_error
+        self.on_error = on_error
         # Calls decided in needs_approval, for the body that follows in this process: an
         # allowed call is claimed by the decision, so its body must run under that claim.
         self._decided: OrderedDict[str, Call | _Failed] = OrderedDict()
@@ -287,7 +287,7 @@ def gated_tool(
             f"{spec.name} takes the SDK's run context: a gated tool's arguments are the"
             " model's alone"
         )
-    gate = _Gate(px, tool, schema, failure_error_function)
+    gate = _Gate(px, spec, schema, failure_error_function)
     return FunctionTool(
         name=schema.name,
         description=schema.description or "",
@@ -357,7 +357,7 @@ def _settle(gate: _Gate, interruption: ToolApprovalItem) -> Applied:
     if status == "denied":
         d = call.decision
         denied = Denied(d.reason, rule_ids=d.rule_ids, decision_id=call.verdict.id)
-        return Applied(interruption, call_id, tool, "rejected", None, refusal(tool, denied))
+        return Applied(interruption, call_id, tool, "rejected", None, _refusal(tool, denied))
     if status == "conflict":
         state = call.verdict.call
         why = state.error if state is not None and state.error else "other arguments"
@@ -376,9 +376,9 @@ def _settle(gate: _Gate, interruption: ToolApprovalItem) -> Applied:
         )
         refused = Rejected(reason, rule_ids=item.rule_ids) if item.status == "rejected" else None
         message = (
-            refusal(tool, refused)
+            _refusal(tool, refused)
             if refused is not None
-            else refusal(tool, Denied(reason, rule_ids=item.rule_ids))
+            else _refusal(tool, Denied(reason, rule_ids=item.rule_ids))
         )
         return Applied(interruption, call_id, tool, "rejected", item.id, message)
     # approved (edited or not), or already running or run: the body runs it once or
