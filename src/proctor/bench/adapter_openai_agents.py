@@ -81,7 +81,7 @@ async def _bench(n: int) -> dict[str, Any]:
         )
 
         plain_tool = function_tool(refund.__proctor_tool__.fn, name_override="refund")  # type: ignore[attr-defined]
-        turns = max(20, n // 40)
+        turns = max(20, n // 20)
         runs = await _interleaved({"sdk_plain": _turn(plain_tool), "sdk_gated": _turn(tool)}, turns)
     medians = {side: statistics.median(samples) for side, samples in calls.items()}
     run_medians = {side: statistics.median(samples) for side, samples in runs.items()}
