@@ -5,6 +5,8 @@ loopback, signed, and verified with ``proctor.verify_webhook``. On both database
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -284,6 +286,28 @@ def test_a_runner_that_died_mid_call_is_told_unknown(
     assert "runner stopped answering" in event["reason"]
 
 
+def test_an_approved_call_whose_runner_went_silent_is_told_unknown(
+    wpx: Proctor, receiver: Receiver
+) -> None:
+    item = pending_item(tools(wpx, [])["refund"], "A-9", 250.0)
+    wpx.reviews.approve(item, by="ana")
+    # a runner on another host claims it and its host goes down: it never renews
+    runner = "elsewhere:4242:99:0123456789ab:cafe"
+    assert wpx.backend.claim(item, None, runner, "e" * 32).state == "claimed"
+    time.sleep(1.2)
+    assert wpx.reviews.sweep() == [item]
+    deliver_due(wpx.store)
+    approved, unknown = sorted(receiver.events(), key=lambda e: e["seq"])
+    assert approved["type"] == "review.approved"
+    assert (unknown["type"], unknown["item_id"], unknown["call_key"]) == (
+        "call.unknown",
+        item,
+        "order_id=A-9",
+    )
+    assert "lease expired" in unknown["reason"]
+    assert unknown["detail"]["owner"] == runner
+
+
 # -- delivery ---------------------------------------------------------------------------------
 
 
@@ -537,3 +561,15 @@ def test_denied_calls_are_no_webhook_event(wpx: Proctor) -> None:
     with pytest.raises(Denied):
         delete_account("u-1")
     assert outbox(wpx) == []
+
+
+def test_the_example_resumes_its_agent_from_the_webhook() -> None:
+    example = Path(__file__).resolve().parent.parent / "examples" / "webhooks_resume.py"
+    done = subprocess.run(
+        [sys.executable, str(example)], capture_output=True, text=True, timeout=120, check=True
+    )
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("waiting for a person: item ")
+    assert lines[1].startswith("webhook review.approved for item ")
+    assert "by lee (thread support-thread-42, call order_id=A-1001)" in lines[1]
+    assert lines[2:] == ["refunded 250.00 on A-1001"]
