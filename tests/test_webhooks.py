@@ -360,6 +360,35 @@ def test_without_its_secret_nothing_is_posted_unsigned(
     assert receiver.events()[0]["type"] == "review.rejected"
 
 
+def test_webhooks_go_without_the_notify_extra(
+    wpx: Proctor, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without apprise an alert's message waits in the outbox; a webhook needs no apprise."""
+    import importlib.util
+
+    from proctor.telemetry import notifications as outbox_module
+
+    with wpx.store.write() as tx:
+        outbox_module.enqueue(
+            tx,
+            source="alert:x",
+            names=["oncall"],
+            targets={"oncall": ["json://127.0.0.1:9/x"]},
+            severity="warning",
+            title="t",
+            body="b",
+        )
+    wpx.reviews.reject(pending_item(tools(wpx, [])["refund"], "A-10", 900.0), by="ana", reason="no")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "apprise" else real(name, *a)
+    )
+    assert deliver_due(wpx.store).sent == 1
+    assert receiver.events()[0]["type"] == "review.rejected"
+    waiting = [r for r in outbox(wpx) if r["status"] == "pending"]
+    assert [(r["source"], r["attempts"]) for r in waiting] == [("alert:x", 0)]
+
+
 def test_the_secret_is_stored_nowhere(wpx: Proctor, receiver: Receiver) -> None:
     wpx.reviews.reject(pending_item(tools(wpx, [])["refund"], "A-8", 900.0), by="ana", reason="no")
     deliver_due(wpx.store)
@@ -497,7 +526,7 @@ def test_verify_refuses_a_bad_signature(change: str, message: str) -> None:
 
 
 def test_verify_refuses_an_old_or_future_timestamp() -> None:
-    now = time.time()
+    now = float(int(time.time()))  # whole seconds, as the header carries them
     body, old = signed({"id": "e3"}, at=now - 301)
     with pytest.raises(WebhookError, match=r"301 s old \(tolerance 300 s\)"):
         verify_webhook(body, old, SECRET, now=now)

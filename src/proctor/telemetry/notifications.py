@@ -158,6 +158,7 @@ def deliver_due(
     n = notifications.c
     due = [n.status == "pending", n.next_at <= now]
     where = "status = 'pending' AND next_at <= ?"
+    params: tuple[Any, ...] = (now,)
     if send is send_apprise and importlib.util.find_spec("apprise") is None:
         # Apprise's rows are kept pending, sent once the extra is installed; webhooks
         # need no apprise and go now.
@@ -170,7 +171,8 @@ def deliver_due(
                 "notifications wait in the outbox: pip install 'proctor[notify]' to send them"
             )
         due.append(n.source.like(webhooks.SOURCE + "%"))
-        where += f" AND source LIKE '{webhooks.SOURCE}%'"
+        where += " AND source LIKE ?"
+        params += (webhooks.SOURCE + "%",)
     with store.read() as conn:  # a cheap look first: most rounds find nothing to send
         if conn.execute(sa.select(n.id).where(*due).limit(1)).first() is None:
             return Delivery()
@@ -179,7 +181,7 @@ def deliver_due(
             "SELECT id, url, severity, title, body, attempts, target, source"
             f" FROM proctor_notifications WHERE {where}"
             " ORDER BY next_at LIMIT ?",
-            (now, limit),
+            (*params, limit),
         ).fetchall()
         for row in rows:
             tx.sql(

@@ -248,7 +248,7 @@ def _expand(text: str) -> str:
     return _VAR.sub(value, text)
 
 
-def send(url: str, stored: str, client: httpx.Client | None = None) -> str | None:
+def send(url: str, stored: str) -> str | None:
     """POST one outbox row's event, signed now; None when the receiver took it (2xx),
     else why not (the outbox retries it)."""
     envelope = orjson.loads(stored)
@@ -269,11 +269,8 @@ def send(url: str, stored: str, client: httpx.Client | None = None) -> str | Non
         SIGNATURE_HEADER: sign(body, secret, int(time.time())),
     }
     try:
-        if client is not None:
+        with httpx.Client(timeout=TIMEOUT_SECONDS, follow_redirects=False) as client:
             answer = client.post(target, content=body, headers=headers)
-        else:
-            with httpx.Client(timeout=TIMEOUT_SECONDS, follow_redirects=False) as own:
-                answer = own.post(target, content=body, headers=headers)
     except httpx.HTTPError as exc:
         return f"{type(exc).__name__}: {exc}"[:500]
     if 200 <= answer.status_code < 300:
