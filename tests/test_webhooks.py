@@ -546,7 +546,11 @@ def test_verify_refuses_an_old_or_future_timestamp() -> None:
     [
         ("{name: x, url: 'http://h/x', secret: whsec-literal}", "names an environment variable", 9),
         ("{name: x, url: 'ftp://h/x', secret: '${S}'}", "not an http:// or https:// URL", 9),
-        ("{name: x, url: 'http://h/x', secret: '${S}', events: [review.aproved]}", "review", 9),
+        (
+            "{name: x, url: 'http://h/x', secret: '${S}', events: [review.aproved]}",
+            "should be 'review.approved'",
+            9,
+        ),
         ("{name: x, url: 'http://h/x', secret: '${S}', queues: [nowhere]}", "unknown queue", 9),
         ("{name: x, url: 'http://h/x'}", "secret", 9),
     ],
