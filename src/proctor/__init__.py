@@ -28,6 +28,7 @@ from ._errors import (
     StoreError,
     ToolFailed,
     TooManyRequests,
+    WebhookError,
 )
 from ._version import __version__ as __version__
 
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from .review import ReviewItem
     from .runs import Run
     from .sdk import Option, Proctor
+    from .telemetry.webhooks import verify_webhook
     from .tools import UNSET
 
 _LAZY = {
@@ -55,6 +57,7 @@ _LAZY = {
     "Run": ".runs",
     "UNSET": ".tools",
     "Verdict": ".gate",
+    "verify_webhook": ".telemetry.webhooks",
 }
 
 __all__ = [
@@ -87,7 +90,9 @@ __all__ = [
     "ToolFailed",
     "UNSET",
     "Verdict",
+    "WebhookError",
     "controls",
+    "verify_webhook",
 ]
 
 

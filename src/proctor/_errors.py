@@ -15,7 +15,8 @@
     ├── ToolFailed               an approved action ran and raised; carries .error_type
     ├── InDoubt                  an approved action may or may not have run; a human decides
     ├── StillRunning (Conflict)  another runner holds the claim past the caller's wait
-    └── ConfigError              a bad setting or argument
+    ├── ConfigError              a bad setting or argument
+    └── WebhookError             a received webhook whose signature or timestamp is wrong
 
 Driver and library exceptions are translated at the boundary with ``raise X from exc``;
 anything unknown propagates unchanged.
@@ -158,6 +159,11 @@ class StillRunning(Conflict):
 
 class ConfigError(ProctorError):
     """A setting or argument that cannot be used."""
+
+
+class WebhookError(ProctorError):
+    """A received webhook that does not verify (``proctor.verify_webhook``): a missing or
+    bad signature, or a timestamp outside the tolerance (a replay, or a clock far off)."""
 
 
 # The HTTP status each error carries (datasette's Base400 idea): the server renders errors

@@ -28,6 +28,7 @@ from .._jcs import decode
 from .._values import storable_json
 from .._values import text as storable_text
 from ..store import WriteTx
+from ..telemetry import webhooks
 from .leases import certainly_dead, token_hash
 
 DEFAULT_RETENTION = 7 * 86400.0
@@ -311,6 +312,11 @@ class Calls:
             ),
         )
         if done.rowcount == 1:
+            if status == "unknown":  # rare: only then is the row read again
+                found = self.get(tx, call_id)
+                assert found is not None
+                why = "it failed in a way that may have committed: " + (error or "an error")
+                webhooks.on_call_unknown(tx, found, storable_text(why)[:1000])
             return True
         row = self.get(tx, call_id)  # why not: say so
         if row is None or token is None or row["claim_token"] != token_hash(token):
@@ -345,6 +351,7 @@ class Calls:
         )
         self.add_seq(tx, row["id"], rec.seq)
         row["status"] = "unknown"
+        webhooks.on_call_unknown(tx, row, f"the runner stopped answering: {why}", rec)
 
     def settle(
         self,

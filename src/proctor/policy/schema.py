@@ -298,6 +298,49 @@ class PolicyTest(_Model):
     rules: list[str] | None = None
 
 
+WEBHOOK_EVENTS = (
+    "review.approved",
+    "review.rejected",
+    "review.edited",
+    "review.chosen",
+    "review.settled",
+    "review.expired",
+    "call.unknown",
+)
+WebhookEvent = Literal[WEBHOOK_EVENTS]  # type: ignore[valid-type]
+_ENV_REF = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
+_HOOK_URL = re.compile(r"^(https?://|\$\{[A-Za-z_][A-Za-z0-9_]*\})\S+$")
+
+
+class Webhook(_Model):
+    """A URL told (a signed POST) when a person decides an item, an item expires or a
+    call's outcome becomes unknown, so an orchestrator resumes without polling."""
+
+    name: Annotated[str, Field(pattern=_NAME)]
+    url: str
+    secret: str
+    events: list[WebhookEvent] = list(WEBHOOK_EVENTS)
+    agents: list[str] = []  # only these agents' items and calls; empty: every agent
+    queues: list[str] = []  # only items in these queues; empty: every queue
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not _HOOK_URL.match(value):
+            raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        return value
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, value: str) -> str:
+        if not _ENV_REF.match(value):
+            raise ValueError(
+                "a webhook's secret names an environment variable, as '${VAR}':"
+                " the secret itself never goes in the policy"
+            )
+        return value
+
+
 class PolicyDocument(_Model):
     policy: Annotated[str, Field(pattern=_NAME)]
     description: str | None = None
@@ -311,6 +354,7 @@ class PolicyDocument(_Model):
     alerts: list[Alert] = []
     tools: dict[ToolName, ToolHealing] = {}
     tests: list[PolicyTest] = []
+    webhooks: list[Webhook] = []
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
@@ -455,6 +499,7 @@ def _check_references(doc: PolicyDocument, located: Located) -> None:
             )
     _check_alerts(doc, located)
     _check_healing(doc, located)
+    _check_webhooks(doc, located)
     for i, sensitive in enumerate(doc.sensitive):
         head = sensitive.split(".", 1)[0]
         if head not in ("args", "context") or "." not in sensitive:
@@ -517,3 +562,16 @@ def _check_healing(doc: PolicyDocument, located: Located) -> None:
                 )
             if queue not in doc.queues:
                 raise located.error((*where, "escalate", "queue"), f"unknown queue '{queue}'")
+
+
+def _check_webhooks(doc: PolicyDocument, located: Located) -> None:
+    seen: set[str] = set()
+    for i, hook in enumerate(doc.webhooks):
+        if hook.name in seen:
+            raise located.error(("webhooks", i, "name"), f"duplicate webhook name '{hook.name}'")
+        seen.add(hook.name)
+        if not hook.events:
+            raise located.error(("webhooks", i, "events"), "a webhook needs at least one event")
+        for j, queue in enumerate(hook.queues):
+            if queue not in doc.queues and queue != "default":
+                raise located.error(("webhooks", i, "queues", j), f"unknown queue '{queue}'")

@@ -11,6 +11,7 @@ from typing import Any
 from .. import _clock
 from .._errors import Conflict, Forbidden, InvalidRequest, NotFound
 from ..store import WriteTx
+from ..telemetry import webhooks
 
 
 def load(tx: WriteTx, item_id: str) -> dict[str, Any]:
@@ -28,13 +29,15 @@ def update(tx: WriteTx, item_id: str, **fields: Any) -> None:
 
 
 def log(tx: WriteTx, kind: str, item: dict[str, Any], **body: Any) -> None:
-    """Append ``kind`` about ``item`` and wake whoever waits on it once this commits."""
-    tx.append(
+    """Append ``kind`` about ``item``, queue the webhooks it is an event for, and wake
+    whoever waits on it once this commits."""
+    rec = tx.append(
         kind,
         {"item_id": item["id"], "queue": item["queue"], **body},
         agent=item["agent"],
         tool=item["tool"],
     )
+    webhooks.on_review(tx, kind, item, body, rec)
     tx.wake(item["id"])
 
 

@@ -10,7 +10,8 @@ dies mid-send leaves the lease to expire and the row is sent again (at least onc
 
 URLs are apprise URLs (``slack://``, ``mailto://``, ``json://``, ``https://hooks...``) and
 may name environment variables as ``${VAR}``, expanded when sent: secrets stay out of the
-policy and the database.
+policy and the database. Rows whose source starts with ``webhook:`` are the policy's
+signed webhooks (``webhooks.py``): posted with httpx, not apprise, and retried alike.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from .. import _clock
 from .._extras import missing
 from ..store import Store, WriteTx
 from ..store.tables import notifications
+from . import webhooks
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,8 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 Sender = Callable[[str, str, str, str], "str | None"]
 """(url, severity, title, body) -> None when delivered, else why not."""
+Poster = Callable[[str, str], "str | None"]
+"""(url, stored body) -> None when a webhook's receiver took it, else why not."""
 
 
 class MissingVariable(LookupError):
@@ -140,28 +144,44 @@ def send_apprise(url: str, severity: str, title: str, body: str) -> str | None:
 
 
 def deliver_due(
-    store: Store, *, now: float | None = None, limit: int = 50, send: Sender = send_apprise
+    store: Store,
+    *,
+    now: float | None = None,
+    limit: int = 50,
+    send: Sender = send_apprise,
+    post: Poster = webhooks.send,
 ) -> Delivery:
-    """Send what is due (leasing it first), then record each result."""
+    """Send what is due (leasing it first), then record each result: webhooks through
+    ``post``, everything else through ``send``."""
     now = _clock.now() if now is None else now
     started = time.monotonic()
-    with store.read() as conn:  # a cheap look first: most rounds find nothing to send
-        due = conn.execute(
-            sa.select(notifications.c.id)
-            .where(notifications.c.status == "pending", notifications.c.next_at <= now)
-            .limit(1)
-        ).first()
-    if due is None:
-        return Delivery()
+    n = notifications.c
+    due = [n.status == "pending", n.next_at <= now]
+    where = "status = 'pending' AND next_at <= ?"
+    params: tuple[Any, ...] = (now,)
     if send is send_apprise and importlib.util.find_spec("apprise") is None:
-        _warn_once("notifications wait in the outbox: pip install 'proctor[notify]' to send them")
-        return Delivery()  # kept pending, sent once the extra is installed
+        # Apprise's rows are kept pending, sent once the extra is installed; webhooks
+        # need no apprise and go now.
+        with store.read() as conn:
+            waiting = conn.execute(
+                sa.select(n.id).where(*due, n.source.not_like(webhooks.SOURCE + "%")).limit(1)
+            ).first()
+        if waiting is not None:
+            _warn_once(
+                "notifications wait in the outbox: pip install 'proctor[notify]' to send them"
+            )
+        due.append(n.source.like(webhooks.SOURCE + "%"))
+        where += " AND source LIKE ?"
+        params += (webhooks.SOURCE + "%",)
+    with store.read() as conn:  # a cheap look first: most rounds find nothing to send
+        if conn.execute(sa.select(n.id).where(*due).limit(1)).first() is None:
+            return Delivery()
     with store.write() as tx:
         rows = tx.sql(
             "SELECT id, url, severity, title, body, attempts, target, source"
-            " FROM proctor_notifications WHERE status = 'pending' AND next_at <= ?"
+            f" FROM proctor_notifications WHERE {where}"
             " ORDER BY next_at LIMIT ?",
-            (now, limit),
+            (*params, limit),
         ).fetchall()
         for row in rows:
             tx.sql(
@@ -172,7 +192,7 @@ def deliver_due(
     if not rows:
         return Delivery()
     with ThreadPoolExecutor(min(SEND_THREADS, len(rows)), "proctor-notify") as pool:
-        errors = list(pool.map(lambda r: _attempt(send, r), rows))
+        errors = list(pool.map(lambda r: _attempt(send, post, r), rows))
     sent = retrying = failed = 0
     done = now + (time.monotonic() - started)  # on the caller's clock
     with store.write() as tx:
@@ -224,8 +244,10 @@ def _warn_once(message: str) -> None:
         log.warning(message)
 
 
-def _attempt(send: Sender, row: Any) -> str | None:
+def _attempt(send: Sender, post: Poster, row: Any) -> str | None:
     try:
+        if str(row[7]).startswith(webhooks.SOURCE):
+            return post(row[1], row[4])
         return send(row[1], row[2], row[3], row[4])
     except Exception as exc:  # noqa: BLE001 - a plugin's failure is this attempt's failure
         return f"{type(exc).__name__}: {exc}"[:500]
