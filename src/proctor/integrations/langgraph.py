@@ -268,7 +268,7 @@ class _Gate:
         try:
             result = self.px.execute(call, wait=self.wait)
         except (DecisionError, ToolFailed, InDoubt, Conflict, _ToolReturnedError) as exc:
-            return refusal(request, exc)
+            return refusal(request, exc, item)
         finally:
             _RUNNING.reset(token)
         return running.output[0] if running.output else recorded(request, result)
@@ -286,7 +286,7 @@ class _Gate:
         try:
             result = await self.px.execute_async(call, wait=self.wait)
         except (DecisionError, ToolFailed, InDoubt, Conflict, _ToolReturnedError) as exc:
-            return refusal(request, exc)
+            return refusal(request, exc, item)
         finally:
             _RUNNING.reset(token)
         return running.output[0] if running.output else recorded(request, result)
@@ -300,13 +300,17 @@ def recorded(request: ToolCallRequest, result: Any) -> ToolMessage:
     )
 
 
-def refusal(request: ToolCallRequest, exc: Exception) -> ToolMessage:
+def refusal(
+    request: ToolCallRequest, exc: Exception, item: ReviewItem | None = None
+) -> ToolMessage:
     """What the model reads when a call did not run (or failed earlier), in plain words."""
     name = request.tool_call["name"]
     if isinstance(exc, _ToolReturnedError):
         return exc.message
     if isinstance(exc, DecisionError):
-        rules = f" (rules: {', '.join(exc.rule_ids)})" if exc.rule_ids else ""
+        # a rejection names the rules that asked for the review, not the repeat's
+        ids = item.rule_ids if isinstance(exc, Rejected) and item is not None else exc.rule_ids
+        rules = f" (rules: {', '.join(ids)})" if ids else ""
         if isinstance(exc, Rejected):
             text = f"A human reviewer rejected the call to {name}: {exc.reason}{rules}."
         else:
