@@ -255,7 +255,10 @@ def test_an_edit_runs_with_the_edited_arguments_and_a_misspelled_one_asks_again(
     assert "amout" in pause.value[0]["description"]
     assert lpx.reviews.get(item.id).status == "pending" and effects.ran == []
 
-    edit = {"type": "edit", "args": {"action": "refund", "args": {"order_id": "A-1", "amount": 90.0}}}
+    edit = {
+        "type": "edit",
+        "args": {"action": "refund", "args": {"order_id": "A-1", "amount": 90.0}},
+    }
     out = graph.invoke(Command(resume=[edit]), config())
     assert tool_messages(out)[-1].content == "refunded 90.0 on A-1"
     assert effects.ran == [("refund", ("A-1", 90.0))]
@@ -289,7 +292,18 @@ def test_a_rejection_reaches_the_model_in_plain_words(
 
 def _approve_in_child(db: str, item_id: str) -> None:
     subprocess.run(
-        [sys.executable, "-c", "from proctor.cli import main; main()", "queue", "approve", item_id, "--by", "ana", "-d", db],
+        [
+            sys.executable,
+            "-c",
+            "from proctor.cli import main; main()",
+            "queue",
+            "approve",
+            item_id,
+            "--by",
+            "ana",
+            "-d",
+            db,
+        ],
         check=True,
         capture_output=True,
         timeout=60,

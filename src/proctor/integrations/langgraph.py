@@ -137,7 +137,9 @@ def _schema(tool: BaseTool | None) -> dict[str, Any]:
     schema = tool.tool_call_schema
     if isinstance(schema, dict):
         return schema
-    return dict(schema.model_json_schema())
+    if hasattr(schema, "model_json_schema"):  # pydantic 2
+        return dict(schema.model_json_schema())
+    return dict(schema.schema())  # a tool declared with a pydantic.v1 model
 
 
 def human_interrupt(item: ReviewItem, *, problem: str | None = None) -> dict[str, Any]:
@@ -197,7 +199,7 @@ class _Gate:
         with self._lock:
             found = self._specs.get((name, is_async))
             if found is None:
-                body = _body_async if is_async else _body_sync
+                body: Any = _body_async if is_async else _body_sync
                 wrapped = self.px.tool(
                     agent=self.agent, name=name, wait=0, schema=_schema(request.tool)
                 )(body)
@@ -230,7 +232,9 @@ class _Gate:
                 edited = given.get("args") if isinstance(given, dict) else None
                 if not isinstance(edited, dict):
                     return "an edit carries {'args': {...}}: the changed arguments"
-                changed = {k: v for k, v in edited.items() if k not in item.args or item.args[k] != v}
+                changed = {
+                    k: v for k, v in edited.items() if k not in item.args or item.args[k] != v
+                }
                 if changed:
                     reviews.edit(item.id, by=by, args=changed)
                 else:
@@ -324,7 +328,7 @@ def refusal(
     )
 
 
-class ProctorMiddleware(AgentMiddleware):  # type: ignore[type-arg]
+class ProctorMiddleware(AgentMiddleware):
     """Agent middleware gating every tool call of ``create_agent`` through Proctor.
 
     ``agent``: the Proctor agent the calls belong to (None: the enclosing ``px.run``'s).
