@@ -6,6 +6,7 @@ however often the node re-executes."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import subprocess
 import sys
@@ -156,6 +157,7 @@ def lpx(db_url: str) -> Iterator[Proctor]:
         yield px
 
 
+CLI = [sys.executable, "-c", "from proctor.cli import main; main()"]
 BIG = [[("refund", {"order_id": "A-1", "amount": 250.0}, "call_big")]]
 
 
@@ -292,18 +294,7 @@ def test_a_rejection_reaches_the_model_in_plain_words(
 
 def _approve_in_child(db: str, item_id: str) -> None:
     subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from proctor.cli import main; main()",
-            "queue",
-            "approve",
-            item_id,
-            "--by",
-            "ana",
-            "-d",
-            db,
-        ],
+        [*CLI, "queue", "approve", item_id, "--by", "ana", "-d", db],
         check=True,
         capture_output=True,
         timeout=60,
@@ -432,3 +423,17 @@ def test_the_example_runs_without_an_api_key(tmp_path: Path) -> None:
     assert "refunded 80.0 on A-17" in done.stdout
     assert "Refunds over 100 need a billing lead" in done.stdout
     assert "ran once" in done.stdout
+
+
+def test_bench_adapters_prints_the_overhead_over_a_bare_tool_call() -> None:
+    done = subprocess.run(
+        [*CLI, "bench", "adapters", "--framework", "langgraph", "-n", "60", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout)
+    assert figures["framework"] == "langgraph" and figures["n"] == 60
+    assert figures["adapter_p50_us"] > 0 and figures["bare_p50_us"] > 0
+    assert figures["ratio_p50"] == round(figures["adapter_p50_us"] / figures["bare_p50_us"], 2)
