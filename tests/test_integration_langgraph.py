@@ -12,7 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import pytest
@@ -20,7 +20,7 @@ from langchain.agents import create_agent
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
-from langchain_core.tools import BaseTool, tool
+from langchain_core.tools import BaseTool, InjectedToolCallId, tool
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.sqlite import SqliteSaver
@@ -29,7 +29,7 @@ from langgraph.prebuilt import tools_condition
 from langgraph.types import Command
 from tests.test_server_process import Server, free_port
 
-from proctor import Proctor
+from proctor import InvalidRequest, Proctor
 from proctor.integrations.langgraph import ProctorMiddleware, ProctorToolNode
 
 POLICY = """
@@ -49,14 +49,14 @@ rules:
     reason: Accounts are closed by people, never by the agent
 """
 
-Calls = Sequence[tuple[str, dict[str, Any], str]]
+Calls = Sequence[tuple[str, dict[str, Any], str | None]]
 
 
 class Scripted(BaseChatModel):
     """A chat model reading from a script: turn ``n`` (the ``n``-th AI message of the
     thread) asks for ``turns[n]``'s tool calls; past the script it answers in words."""
 
-    turns: list[list[tuple[str, dict[str, Any], str]]] = []
+    turns: list[list[tuple[str, dict[str, Any], str | None]]] = []
 
     @property
     def _llm_type(self) -> str:
@@ -111,6 +111,7 @@ def build(
     saver: BaseCheckpointSaver[Any],
     how: str = "middleware",
     wait: float = 10.0,
+    **node: Any,
 ) -> Any:
     """A compiled graph: ``create_agent`` with the middleware, or a hand-made graph with
     ``ProctorToolNode``."""
@@ -131,7 +132,7 @@ def build(
 
     graph = StateGraph(MessagesState)
     graph.add_node("model", call_model, afunc=acall_model)  # type: ignore[call-overload]
-    graph.add_node("tools", ProctorToolNode(effects.tools, px, agent="bot", wait=wait))
+    graph.add_node("tools", ProctorToolNode(effects.tools, px, agent="bot", wait=wait, **node))
     graph.add_edge(START, "model")
     graph.add_conditional_edges("model", tools_condition, ["tools", END])
     graph.add_edge("tools", "model")
@@ -406,6 +407,64 @@ def test_async_graphs_interrupt_resume_and_run_once(lpx: Proctor, how: str) -> N
     assert contents == ["order A-1: shipped", "refunded 250.0 on A-1"]
     assert sorted(effects.ran) == [("lookup", "A-1"), ("refund", ("A-1", 250.0))]
     assert len(lpx.reviews.list(status=None)) == 1
+
+
+# -- what the gate sees and records ------------------------------------------------------
+
+
+def test_injected_arguments_stay_out_of_the_decision_and_edits_are_checked_without_them(
+    lpx: Proctor,
+) -> None:
+    seen: list[str] = []
+
+    @tool
+    def refund(
+        order_id: str, amount: float, tool_call_id: Annotated[str, InjectedToolCallId]
+    ) -> str:
+        """Refund part or all of an order."""
+        seen.append(tool_call_id)
+        return f"refunded {amount} on {order_id}"
+
+    effects = Effects()
+    effects.tools[0] = refund
+    graph = build(lpx, effects, BIG, InMemorySaver(), "toolnode")
+    graph.invoke(ask(), config())
+    (item,) = lpx.reviews.list()
+    assert item.args == {"order_id": "A-1", "amount": 250.0}
+    injected = {"type": "edit", "args": {"action": "refund", "args": {"tool_call_id": "x"}}}
+    out = graph.invoke(Command(resume=[injected]), config())
+    assert "tool_call_id" in out["__interrupt__"][0].value[0]["description"]
+    graph.invoke(Command(resume=[{"type": "accept", "args": None}]), config())
+    assert seen == ["call_big"]
+
+
+def test_a_tool_error_is_recorded_as_a_failure_and_the_call_may_run_again(lpx: Proctor) -> None:
+    attempts: list[str] = []
+
+    @tool
+    def lookup(order_id: str) -> str:
+        """Look an order up."""
+        attempts.append(order_id)
+        raise ConnectionRefusedError("orders service down")
+
+    effects = Effects()
+    effects.tools[1] = lookup
+    turns: list[Calls] = [[("lookup", {"order_id": "A-1"}, "call_fail")]]
+    with pytest.raises(ConnectionRefusedError):
+        build(lpx, effects, turns, InMemorySaver()).invoke(ask(), config())
+    graph = build(lpx, effects, turns, InMemorySaver(), "toolnode", handle_tool_errors=True)
+    (message,) = tool_messages(graph.invoke(ask(), config()))
+    assert message.status == "error" and "orders service down" in message.content
+    # neither failure was recorded as done: the same call was decided and ran again
+    assert attempts == ["A-1", "A-1"]
+
+
+def test_a_tool_call_without_an_id_is_refused_before_anything_runs(lpx: Proctor) -> None:
+    effects = Effects()
+    turns: list[Calls] = [[("lookup", {"order_id": "A-1"}, None)]]
+    with pytest.raises(InvalidRequest, match="tool_call_id"):
+        build(lpx, effects, turns, InMemorySaver(), "toolnode").invoke(ask(), config())
+    assert effects.ran == [] and lpx.reviews.list(status=None) == []
 
 
 # -- the example ------------------------------------------------------------------------
