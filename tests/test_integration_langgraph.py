@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -330,7 +331,23 @@ def test_approved_from_another_process_a_fresh_worker_runs_it_once(
     assert len(lpx.reviews.list(status=None)) == 1
 
 
-def test_approved_through_a_server_the_remote_agent_runs_it_once(db_url: str) -> None:
+def _approve_in_console(url: str, token: str, item_id: str) -> None:
+    """Sign in to the console and press Approve on the item's page, as a reviewer does."""
+    with httpx.Client(base_url=url, timeout=10) as console:
+        csrf = re.search(r'name="csrf" value="([^"]+)"', console.get("/login").text)
+        assert csrf is not None
+        signed = console.post("/login", data={"csrf": csrf.group(1), "token": token})
+        assert signed.status_code == 303
+        page = console.get(f"/items/{item_id}").text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+        assert csrf is not None and "Refunds over 100 need a billing lead" in page
+        pressed = console.post(f"/items/{item_id}/approve", data={"csrf": csrf.group(1)})
+        assert pressed.status_code == 303, pressed.text[:300]
+
+
+def test_approved_through_a_server_api_and_console_the_remote_agent_runs_once(
+    db_url: str,
+) -> None:
     server = Server(db_url, free_port())
     server.start()
     try:
@@ -339,22 +356,33 @@ def test_approved_through_a_server_the_remote_agent_runs_it_once(db_url: str) ->
         agent = server.client(server.token("agent", "runner", agents="bot"))
         ana = server.token("reviewer", "ana", queues="billing")
         effects = Effects()
-        graph = build(agent, effects, BIG, InMemorySaver())
-        out = graph.invoke(ask(), config())
-        item_id = out["__interrupt__"][0].value[0]["proctor"]["item_id"]
+        by_api = build(agent, effects, BIG, InMemorySaver())
+        second = [[("refund", {"order_id": "A-2", "amount": 300.0}, "call_console")]]
+        in_console = build(agent, effects, second, InMemorySaver(), "toolnode")
+        api_item = by_api.invoke(ask(), config())["__interrupt__"][0].value[0]["proctor"]
+        console_item = in_console.invoke(ask(), config())["__interrupt__"][0].value[0]["proctor"]
+
         response = httpx.post(
-            f"{server.url}/api/v1/reviews/{item_id}/approve",
+            f"{server.url}/api/v1/reviews/{api_item['item_id']}/approve",
             headers={"Authorization": f"Bearer {ana}"},
             json={"note": "looks right"},
             timeout=10,
         )
         assert response.status_code == 200, response.text
-        out = graph.invoke(Command(resume="decided in Proctor"), config())
-        assert tool_messages(out)[-1].content == "refunded 250.0 on A-1"
-        graph.invoke(Command(resume="decided in Proctor"), config())
-        assert effects.ran == [("refund", ("A-1", 250.0))]
-        item = agent.reviews.get(item_id)
-        assert item.status == "done" and item.decided_by == "ana"
+        _approve_in_console(server.url, ana, console_item["item_id"])
+
+        for graph, text in (
+            (by_api, "refunded 250.0 on A-1"),
+            (in_console, "refunded 300.0 on A-2"),
+        ):
+            for _ in range(2):  # resumed twice: the node re-executes, the body runs once
+                out = graph.invoke(Command(resume="decided in Proctor"), config())
+                assert tool_messages(out)[-1].content == text
+        assert sorted(effects.ran) == [("refund", ("A-1", 250.0)), ("refund", ("A-2", 300.0))]
+        for found in (api_item, console_item):
+            item = agent.reviews.get(found["item_id"])
+            assert item.status == "done" and item.decided_by == "ana"
+        assert len(agent.reviews.list(status=None)) == 2
         agent.close()
     finally:
         server.stop()
