@@ -20,6 +20,7 @@ or a rejection reaches the model as ``ToolMessage(status="error")`` saying why.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
@@ -298,7 +299,7 @@ class _Gate:
 
 def recorded(request: ToolCallRequest, result: Any) -> ToolMessage:
     """The result an earlier run of this very call recorded, given back without running."""
-    content = result if isinstance(result, str | list) else str(result)
+    content = result if isinstance(result, str | list) else json.dumps(result)
     return ToolMessage(
         content=content, tool_call_id=request.tool_call["id"], name=request.tool_call["name"]
     )
