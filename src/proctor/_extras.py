@@ -14,6 +14,7 @@ EXTRAS = {
     "otel": "exporting traces (the OpenTelemetry SDK and OTLP exporter)",
     "notify": "sending notifications",
     "openai-agents": "the OpenAI Agents SDK integration",
+    "langgraph": "the LangGraph / LangChain integration",
 }
 
 
@@ -33,6 +34,7 @@ MODULES = {
     "otel": ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http"),
     "notify": ("apprise",),
     "openai-agents": ("agents",),
+    "langgraph": ("langgraph", "langchain"),
 }
 
 
