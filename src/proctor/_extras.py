@@ -13,6 +13,7 @@ EXTRAS = {
     "postgres": "PostgreSQL",
     "otel": "exporting traces (the OpenTelemetry SDK and OTLP exporter)",
     "notify": "sending notifications",
+    "mcp": "the MCP gateway and @gated (the official MCP SDK)",
 }
 
 
@@ -31,6 +32,7 @@ MODULES = {
     "postgres": ("psycopg",),
     "otel": ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http"),
     "notify": ("apprise",),
+    "mcp": ("mcp",),
 }
 
 
