@@ -527,3 +527,22 @@ def test_the_cli_without_an_upstream_is_one_line(db: str) -> None:
     assert done.stderr.strip().splitlines() == [
         "error: no upstream: give COMMAND or --url, or an upstream in the file"
     ]
+
+
+# -- the example --------------------------------------------------------------------------
+
+
+def test_the_example_runs_without_an_api_key() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "mcp_gateway_example", HERE.parent / "examples" / "mcp_gateway.py"
+    )
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    lines = example.main()
+    assert lines[0] == "allowed: refunded 20.00 on A-1"
+    assert "Refunds over 1000 are never made by an agent (rules: too-large)" in lines[1]
+    assert lines[2].startswith("pending: item ") and "large-refund" in lines[2]
+    assert lines[3] == "after approval: refunded 250.00 on A-3"
