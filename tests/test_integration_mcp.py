@@ -481,6 +481,27 @@ def test_gated_tools_in_an_mcp_server_answer_with_reasons(db: str) -> None:
                         "refund", {"order_id": "D", "amount": 500}, meta={KEY: "d"}
                     )
                     assert text(done) == "refunded 500.0 on D"
+                other = decision(
+                    await client.call_tool(
+                        "refund", {"order_id": "D", "amount": 501}, meta={KEY: "d"}
+                    )
+                )
+                assert other["status"] == "conflict"
+
+                no = decision(
+                    await client.call_tool(
+                        "refund", {"order_id": "E", "amount": 300}, meta={KEY: "e"}
+                    )
+                )
+                rejected = cli(
+                    db, "queue", "reject", no["item_id"], "--by", "lead", "--reason", "duplicate"
+                )
+                assert rejected.returncode == 0, rejected.stderr
+                told = await client.call_tool(
+                    "refund", {"order_id": "E", "amount": 300}, meta={KEY: "e"}
+                )
+                assert decision(told)["status"] == "rejected"
+                assert "duplicate" in text(told)
 
         run(main)
     assert ran == [10.0, 500.0]

@@ -26,8 +26,9 @@ from typing import Any, TypeVar
 import anyio.to_thread
 from mcp.server.mcpserver import Context
 
-from ..._errors import DecisionError, InDoubt, ReviewPending, StillRunning
+from ..._errors import ReviewPending
 from ...sdk import Proctor
+from .gateway import ANSWERS
 from .results import KEY_META, pending, refusal
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -74,7 +75,7 @@ def gated(
 
             try:
                 return await anyio.to_thread.run_sync(run)
-            except (DecisionError, InDoubt, StillRunning) as exc:
+            except ANSWERS as exc:
                 return refusal(exc, tool=tool_name, idempotency_key=key)
 
         # The server injects its Context into the parameter annotated with it: ours reads

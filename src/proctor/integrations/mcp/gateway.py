@@ -37,12 +37,12 @@ from mcp.types import (
 
 from ..._errors import (
     ConfigError,
+    Conflict,
     DecisionError,
     Denied,
     InDoubt,
     ProctorError,
     ReviewPending,
-    StillRunning,
 )
 from ...sdk import Proctor
 from .config import GatewayConfig, Upstream
@@ -51,7 +51,8 @@ from .results import KEY_META, pending, refusal
 WAIT_META = "proctor/wait"
 CONTEXT_META = "proctor/context"
 CLIENT_META = "proctor/client"
-_ANSWERS = (DecisionError, InDoubt, StillRunning)  # what a client is told as a tool error
+# what a client is told as a tool error: the gate's answers, not faults of the gateway
+ANSWERS = (DecisionError, InDoubt, Conflict)
 
 
 class UpstreamToolError(Exception):
@@ -240,7 +241,7 @@ class Gateway:
             result = await self._decide_and_run(ctx, tool, params, caller, key, wait, meta)
         except UpstreamToolError as exc:
             return CallToolResult.model_validate(exc.result)
-        except _ANSWERS as exc:
+        except ANSWERS as exc:
             return refusal(exc, tool=params.name, idempotency_key=key)
         return CallToolResult.model_validate(result)
 

@@ -10,7 +10,15 @@ from typing import Any
 
 from mcp.types import CallToolResult, TextContent
 
-from ..._errors import Denied, InDoubt, ProctorError, Rejected, ReviewPending, StillRunning
+from ..._errors import (
+    Conflict,
+    Denied,
+    InDoubt,
+    ProctorError,
+    Rejected,
+    ReviewPending,
+    StillRunning,
+)
 from ...sdk import Proctor
 
 META_KEY = "proctor/decision"
@@ -51,6 +59,9 @@ def refusal(exc: ProctorError, *, tool: str, idempotency_key: str | None = None)
     elif isinstance(exc, StillRunning):
         facts |= {"status": "running", "reason": str(exc), "item_id": exc.item_id}
         text = f"{tool} is still running elsewhere; call again later: {exc}"
+    elif isinstance(exc, Conflict):
+        facts |= {"status": "conflict", "reason": str(exc)}
+        text = f"{tool} was not run: its idempotency key was used with other arguments: {exc}"
     else:
         facts |= {"status": "error", "reason": str(exc)}
         text = f"{tool} was not run: {exc}"
