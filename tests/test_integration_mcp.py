@@ -548,6 +548,12 @@ def test_the_cli_without_an_upstream_is_one_line(db: str) -> None:
     assert done.stderr.strip().splitlines() == [
         "error: no upstream: give COMMAND or --url, or an upstream in the file"
     ]
+    broken = cli(db, "mcp", "proxy", "--agent", "x", "--", sys.executable, "-c", "pass")
+    assert broken.returncode == 2
+    assert broken.stderr.strip().splitlines()[-1].startswith("error: upstream ")
+    assert "failed to start" in broken.stderr
+    missing = cli(db, "mcp", "proxy", "--agent", "x", "--", str(HERE / "no-such-server"))
+    assert missing.returncode == 2 and "No such file" in missing.stderr
 
 
 # -- the example --------------------------------------------------------------------------

@@ -133,6 +133,8 @@ def proxy(
         path=path,
         database=database,
     )
+    if config.transport == "http":
+        config.bearer_tokens()  # a token variable that is not set: say so before starting
     with Proctor(config.database) as px:
         if px.policy.active() is None:
             err.print("warning: no policy is active: every call will be denied", markup=False)

@@ -80,30 +80,36 @@ class Caller:
 
 @contextlib.asynccontextmanager
 async def connect(upstream: Upstream) -> AsyncIterator[ClientSession]:
-    """An initialized client session with the upstream server."""
+    """An initialized client session with the upstream server; one that cannot be started
+    or does not answer ``initialize`` is a ``ConfigError`` naming it."""
     async with contextlib.AsyncExitStack() as stack:
-        if upstream.url is not None:
-            import httpx2
-            from mcp.client.streamable_http import streamable_http_client
+        try:
+            if upstream.url is not None:
+                import httpx2
+                from mcp.client.streamable_http import streamable_http_client
 
-            http = await stack.enter_async_context(
-                httpx2.AsyncClient(headers=upstream.headers, timeout=httpx2.Timeout(30, read=None))
-            )
-            read, write = await stack.enter_async_context(
-                streamable_http_client(upstream.url, http_client=http)
-            )
-        else:
-            from mcp.client.stdio import StdioServerParameters, stdio_client
+                http = await stack.enter_async_context(
+                    httpx2.AsyncClient(
+                        headers=upstream.headers, timeout=httpx2.Timeout(30, read=None)
+                    )
+                )
+                read, write = await stack.enter_async_context(
+                    streamable_http_client(upstream.url, http_client=http)
+                )
+            else:
+                from mcp.client.stdio import StdioServerParameters, stdio_client
 
-            params = StdioServerParameters(
-                command=upstream.command[0],
-                args=list(upstream.command[1:]),
-                env=upstream.env or None,
-                cwd=upstream.cwd,
-            )
-            read, write = await stack.enter_async_context(stdio_client(params))
-        session = await stack.enter_async_context(ClientSession(read, write))
-        await session.initialize()
+                params = StdioServerParameters(
+                    command=upstream.command[0],
+                    args=list(upstream.command[1:]),
+                    env=upstream.env or None,
+                    cwd=upstream.cwd,
+                )
+                read, write = await stack.enter_async_context(stdio_client(params))
+            session = await stack.enter_async_context(ClientSession(read, write))
+            await session.initialize()
+        except (OSError, MCPError) as exc:
+            raise ConfigError(f"upstream {upstream.describe()!r} failed to start: {exc}") from exc
         yield session
 
 

@@ -10,6 +10,7 @@ from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from starlette.applications import Starlette
 
+from ..._errors import ProctorError
 from .gateway import Gateway
 
 
@@ -69,6 +70,25 @@ async def serve(gateway: Gateway) -> None:
 
 
 def run(gateway: Gateway) -> None:
+    """``serve`` to the end; Proctor's own error (a bad upstream, a bad setting) comes out
+    as itself, not inside the task groups' exception groups."""
     import anyio
 
-    anyio.run(serve, gateway)
+    try:
+        anyio.run(serve, gateway)
+    except BaseExceptionGroup as group:
+        found = _first_proctor_error(group)
+        if found is None:
+            raise
+        raise found from group
+
+
+def _first_proctor_error(group: BaseExceptionGroup[BaseException]) -> ProctorError | None:
+    for exc in group.exceptions:
+        if isinstance(exc, ProctorError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first_proctor_error(exc)
+            if found is not None:
+                return found
+    return None
