@@ -80,6 +80,14 @@ def db(tmp_path: Path) -> str:
 
 
 @pytest.fixture
+def any_db(db_url: str) -> str:
+    """SQLite and PostgreSQL: the gateway and the CLI share the database."""
+    with Proctor(db_url) as px:
+        px.policy.apply(POLICY)
+    return db_url
+
+
+@pytest.fixture
 def ledger(tmp_path: Path) -> Path:
     return tmp_path / "ledger.jsonl"
 
@@ -229,12 +237,23 @@ def test_a_denied_call_tells_the_client_why(db: str, ledger: Path) -> None:
             assert facts["decision_id"]
             assert "Refunds over 1000 are never made by an agent" in text(denied)
             assert "huge-refund" in text(denied)
+            sneaky = await s.call_tool(
+                "refund",
+                {"order_id": "A-1", "amount": 5.0},
+                meta={"proctor/context": {"agent": "root"}},
+            )
+            assert decision(sneaky)["rule_ids"] == ["mcp-meta"]
+            bad_key = await s.call_tool(
+                "refund", {"order_id": "A-1", "amount": 5.0}, meta={KEY: ""}
+            )
+            assert decision(bad_key)["rule_ids"] == ["mcp-meta"]
 
     run(main)
     assert refunds(ledger) == []
 
 
-def test_a_review_approved_from_another_process_runs_once(db: str, ledger: Path) -> None:
+def test_a_review_approved_from_another_process_runs_once(any_db: str, ledger: Path) -> None:
+    db = any_db
     args = {"order_id": "A-2", "amount": 150.0}
 
     async def main() -> None:
@@ -305,19 +324,19 @@ def test_a_long_wait_reports_progress_and_ends_when_approved(db: str, ledger: Pa
             db, "-a", "pay-bot", "--progress-interval", "0.2", *payments_upstream(ledger)
         )
         async with over_stdio(params) as s:
-            approved = anyio.Event()
+            approving: list[str] = []  # progress keeps coming while the CLI starts: once
 
             async def on_progress(
                 progress: float, total: float | None, message: str | None
             ) -> None:
                 messages.append(message or "")
-                if not approved.is_set() and message and "item " in message:
+                if not approving and message and "item " in message:
                     item = message.rsplit(" ", 1)[-1]
+                    approving.append(item)
                     done = await anyio.to_thread.run_sync(
                         lambda: cli(db, "queue", "approve", item, "--by", "lead")
                     )
                     assert done.returncode == 0, done.stderr
-                    approved.set()
 
             result = await s.call_tool(
                 "refund",

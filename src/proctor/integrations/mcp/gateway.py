@@ -206,6 +206,12 @@ class Gateway:
             if not isinstance(extra, dict):
                 raise Denied(f"_meta {CONTEXT_META!r} must be an object", rule_ids=("mcp-meta",))
             context = {**extra, **context}  # what the gateway is configured with wins
+        clash = {"agent", "parent"} & set(context)
+        if clash:
+            raise Denied(
+                f"context may not name {sorted(clash)[0]!r} (the agent is the gateway's to say)",
+                rule_ids=("mcp-meta",),
+            )
         if rule is not None:
             return Caller(identity, rule.agent, {**context, **rule.context})
         if self.config.agent is None:
