@@ -383,6 +383,17 @@ serve: {{transport: http, port: {port}}}
         async with over_http(url, env["BOB_TOKEN"]) as bob:  # no mapping: the default agent
             done = await bob.call_tool("refund", {"order_id": "A-6", "amount": 5.0})
             assert text(done) == "refunded 5.00 on A-6"
+            big = {"order_id": "A-7", "amount": 150.0}
+            item = decision(await bob.call_tool("refund", big, meta={KEY: "b7"}))["item_id"]
+            again = decision(await bob.call_tool("refund", big, meta={KEY: "b7"}))
+            assert again["item_id"] == item
+            approved = await anyio.to_thread.run_sync(
+                lambda: cli(db, "queue", "approve", item, "--by", "lead")
+            )
+            assert approved.returncode == 0, approved.stderr
+            for _ in range(2):
+                done = await bob.call_tool("refund", big, meta={KEY: "b7"})
+                assert text(done) == "refunded 150.00 on A-7"
         async with httpx2.AsyncClient() as http:
             for headers in ({}, {"Authorization": "Bearer wrong"}):
                 answer = await http.post(url, json={}, headers=headers)
@@ -390,7 +401,10 @@ serve: {{transport: http, port: {port}}}
 
     with serving([PROCTOR, "mcp", "proxy", "-c", str(config), "-d", db], port, env):
         run(main)
-    assert refunds(ledger) == [{"order_id": "A-6", "amount": 5.0}]
+    assert refunds(ledger) == [
+        {"order_id": "A-6", "amount": 5.0},
+        {"order_id": "A-7", "amount": 150.0},
+    ]
     with Proctor(db) as px, px.store.engine.connect() as conn:
         rows = conn.execute(sa.select(audit_log.c.agent, audit_log.c.tool)).all()
     assert ("alice-bot", "lookup_order") in rows
