@@ -44,11 +44,11 @@ policy: mcp-gateway
 defaults: {decision: deny, review_timeout: 1h, on_timeout: deny}
 queues: {billing: {roles: [billing_lead]}}
 agents:
-  pay-bot: {tools: [refund, lookup_order, fail]}
+  pay-bot: {tools: [refund, lookup_order, fail, crash]}
   alice-bot: {tools: [lookup_order]}
   files-bot: {tools: [read_text_file, write_file, list_allowed_directories]}
 rules:
-  - {id: reads, when: 'tool in ["lookup_order", "fail", "read_text_file",
+  - {id: reads, when: 'tool in ["lookup_order", "fail", "crash", "read_text_file",
       "list_allowed_directories"]', decide: allow}
   - {id: small-refund, when: 'tool == "refund" && args.amount <= 100.0', decide: allow}
   - id: large-refund
@@ -350,6 +350,19 @@ def test_a_long_wait_reports_progress_and_ends_when_approved(db: str, ledger: Pa
     run(main)
     assert messages and messages[0].startswith("waiting for review item ")
     assert refunds(ledger) == [{"order_id": "A-5", "amount": 300.0}]
+
+
+def test_an_upstream_that_dies_mid_call_leaves_it_in_doubt(db: str, ledger: Path) -> None:
+    async def main() -> None:
+        async with over_stdio(proxy_params(db, "-a", "pay-bot", *payments_upstream(ledger))) as s:
+            lost = decision(await s.call_tool("crash", {"order_id": "Z"}, meta={KEY: "z"}))
+            assert lost["status"] == "in_doubt"
+            assert "may or may not have happened" in lost["reason"]
+            again = decision(await s.call_tool("crash", {"order_id": "Z"}, meta={KEY: "z"}))
+            assert again["status"] == "in_doubt" and again["item_id"]  # a person settles it
+
+    run(main)
+    assert refunds(ledger) == [{"order_id": "Z", "amount": 0.0}]  # never run twice
 
 
 # -- over streamable HTTP: identities -----------------------------------------------------

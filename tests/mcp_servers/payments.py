@@ -40,6 +40,13 @@ def fail(message: str) -> str:
     raise ToolError(message)
 
 
+@server.tool()
+def crash(order_id: str) -> str:
+    """Refunds, then the server dies before answering (the effect happened, no reply)."""
+    _ledger({"order_id": order_id, "amount": 0.0})
+    os._exit(3)
+
+
 if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "--port":
         server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))

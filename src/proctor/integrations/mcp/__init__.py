@@ -12,7 +12,7 @@ except ImportError as exc:  # pragma: no cover - exercised by an install without
 
 from .authoring import gated
 from .config import ClientRule, GatewayConfig, Upstream, load
-from .gateway import Caller, Gateway, UpstreamToolError
+from .gateway import Caller, Gateway, UpstreamLost, UpstreamToolError
 from .results import META_KEY, refusal
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "Gateway",
     "GatewayConfig",
     "Upstream",
+    "UpstreamLost",
     "UpstreamToolError",
     "gated",
     "load",

@@ -28,6 +28,8 @@ from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.shared.exceptions import MCPError
 from mcp.types import (
+    CONNECTION_CLOSED,
+    REQUEST_TIMEOUT,
     CallToolRequestParams,
     CallToolResult,
     ListToolsResult,
@@ -41,7 +43,6 @@ from ..._errors import (
     DecisionError,
     Denied,
     InDoubt,
-    ProctorError,
     ReviewPending,
 )
 from ...sdk import Proctor
@@ -53,6 +54,11 @@ CONTEXT_META = "proctor/context"
 CLIENT_META = "proctor/client"
 # what a client is told as a tool error: the gate's answers, not faults of the gateway
 ANSWERS = (DecisionError, InDoubt, Conflict)
+
+
+class UpstreamLost(Exception):
+    """The upstream went away or stopped answering during a call: the effect may have
+    happened, so the call is ``unknown`` and never re-run blindly (a person settles it)."""
 
 
 class UpstreamToolError(Exception):
@@ -167,7 +173,11 @@ class Gateway:
         reversible = not (hints is not None and hints.destructive_hint)
         try:
             return self.px.tool(
-                name=name, schema=dict(tool.input_schema), reversible=reversible, wait=0
+                name=name,
+                schema=dict(tool.input_schema),
+                reversible=reversible,
+                wait=0,
+                ambiguous=(UpstreamLost, TimeoutError),
             )(forward)
         except ConfigError as exc:
             raise ConfigError(f"upstream tool {name!r}: {exc}") from exc
@@ -175,7 +185,12 @@ class Gateway:
     async def _forward(self, name: str, arguments: dict[str, Any]) -> Any:
         if self._upstream is None:
             raise ConfigError("the gateway is not connected to its upstream")
-        result = await self._upstream.call_tool(name, arguments)
+        try:
+            result = await self._upstream.call_tool(name, arguments)
+        except MCPError as exc:
+            if exc.error.code in (CONNECTION_CLOSED, REQUEST_TIMEOUT):
+                raise UpstreamLost(f"upstream {name}: {exc.error.message}") from exc
+            raise  # the upstream refused the request: nothing happened
         dumped = result.model_dump(mode="json", by_alias=True, exclude_none=True)
         if result.is_error:
             raise UpstreamToolError(dumped)
@@ -232,6 +247,9 @@ class Gateway:
     async def _call_tool(
         self, ctx: ServerRequestContext[Any], params: CallToolRequestParams
     ) -> CallToolResult:
+        tool = self._gated.get(params.name)
+        if tool is None:
+            raise MCPError(-32602, f"unknown tool: {params.name}")
         meta: Mapping[str, Any] = params.meta or {}
         key = meta.get(KEY_META)
         if key is None:
@@ -244,15 +262,15 @@ class Gateway:
                 ),
                 tool=params.name,
             )
-        tool = self._gated.get(params.name)
-        if tool is None:
-            raise MCPError(-32602, f"unknown tool: {params.name}")
         try:
             caller = self.caller(ctx, meta)
             wait = self.wait_for(meta)
             result = await self._decide_and_run(ctx, tool, params, caller, key, wait, meta)
         except UpstreamToolError as exc:
             return CallToolResult.model_validate(exc.result)
+        except UpstreamLost as exc:  # recorded unknown; a retry is not run blindly
+            lost = InDoubt(f"{exc}; it may or may not have happened", item_id="")
+            return refusal(lost, tool=params.name, idempotency_key=key)
         except ANSWERS as exc:
             return refusal(exc, tool=params.name, idempotency_key=key)
         return CallToolResult.model_validate(result)
@@ -320,4 +338,4 @@ def _token_subject(ctx: ServerRequestContext[Any]) -> str | None:
     return str(subject) if subject else None
 
 
-__all__ = ["Caller", "Gateway", "ProctorError", "UpstreamToolError", "connect"]
+__all__ = ["Caller", "Gateway", "UpstreamLost", "UpstreamToolError", "connect"]
