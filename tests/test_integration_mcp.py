@@ -26,6 +26,7 @@ from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server.mcpserver import MCPServer
+from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult
 
 from proctor import ConfigError, Proctor
@@ -360,6 +361,8 @@ def test_an_upstream_that_dies_mid_call_leaves_it_in_doubt(db: str, ledger: Path
             assert "may or may not have happened" in lost["reason"]
             again = decision(await s.call_tool("crash", {"order_id": "Z"}, meta={KEY: "z"}))
             assert again["status"] == "in_doubt" and again["item_id"]  # a person settles it
+            with pytest.raises(MCPError, match="lost its upstream"):
+                await s.call_tool("lookup_order", {"order_id": "Z"})
 
     run(main)
     assert refunds(ledger) == [{"order_id": "Z", "amount": 0.0}]  # never run twice

@@ -129,6 +129,7 @@ class Gateway:
         self.tools: list[Tool] = []
         self._gated: dict[str, Callable[..., Any]] = {}
         self._upstream: ClientSession | None = None
+        self._lost = False  # the upstream's connection closed under a call
         self.server: Server[Any] = Server(
             "proctor-gateway",
             version="1",
@@ -183,12 +184,14 @@ class Gateway:
             raise ConfigError(f"upstream tool {name!r}: {exc}") from exc
 
     async def _forward(self, name: str, arguments: dict[str, Any]) -> Any:
-        if self._upstream is None:
-            raise ConfigError("the gateway is not connected to its upstream")
+        if self._upstream is None or self._lost:
+            # known before sending: this call cannot have reached it (a plain failure)
+            raise ConfigError("the gateway has lost its upstream: restart the gateway")
         try:
             result = await self._upstream.call_tool(name, arguments)
         except MCPError as exc:
             if exc.error.code in (CONNECTION_CLOSED, REQUEST_TIMEOUT):
+                self._lost = exc.error.code == CONNECTION_CLOSED
                 raise UpstreamLost(f"upstream {name}: {exc.error.message}") from exc
             raise  # the upstream refused the request: nothing happened
         dumped = result.model_dump(mode="json", by_alias=True, exclude_none=True)
