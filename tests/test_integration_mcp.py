@@ -536,6 +536,10 @@ def test_gated_tools_in_an_mcp_server_answer_with_reasons(db: str) -> None:
                     )
                 )
                 assert other["status"] == "conflict"
+                long_key = await client.call_tool(
+                    "refund", {"order_id": "D", "amount": 1}, meta={KEY: "k" * 201}
+                )
+                assert decision(long_key)["rule_ids"] == ["mcp-meta"]
 
                 no = decision(
                     await client.call_tool(

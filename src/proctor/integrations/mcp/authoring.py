@@ -29,7 +29,7 @@ from mcp.server.mcpserver import Context
 from ..._errors import ReviewPending
 from ...sdk import Proctor
 from .gateway import ANSWERS
-from .results import KEY_META, pending, refusal
+from .results import KEY_META, bad_key, pending, refusal
 
 F = TypeVar("F", bound=Callable[..., Any])
 _CTX = "proctor_mcp_context"
@@ -62,8 +62,10 @@ def gated(
             ctx: Context[Any] | None = kwargs.pop(_CTX, None)
             meta = (ctx.request_context.meta if ctx is not None else None) or {}
             key = meta.get(KEY_META)
-            if not isinstance(key, str) or not key.strip():
+            if key is None:
                 key = "mcp-" + uuid.uuid4().hex
+            elif not isinstance(key, str) or not key.strip() or len(key) > 200:
+                return refusal(bad_key(), tool=tool_name)
 
             def run() -> Any:
                 with px.run(agent=agent, **(context or {})):

@@ -47,7 +47,7 @@ from ..._errors import (
 )
 from ...sdk import Proctor
 from .config import GatewayConfig, Upstream
-from .results import KEY_META, pending, refusal
+from .results import KEY_META, bad_key, pending, refusal
 
 WAIT_META = "proctor/wait"
 CONTEXT_META = "proctor/context"
@@ -258,13 +258,7 @@ class Gateway:
         if key is None:
             key = "mcp-" + uuid.uuid4().hex
         elif not isinstance(key, str) or not key.strip() or len(key) > 200:
-            return refusal(
-                Denied(
-                    f"_meta {KEY_META!r} must be a non-empty string of at most 200 characters",
-                    rule_ids=("mcp-meta",),
-                ),
-                tool=params.name,
-            )
+            return refusal(bad_key(), tool=params.name)
         try:
             caller = self.caller(ctx, meta)
             wait = self.wait_for(meta)

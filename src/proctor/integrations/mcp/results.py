@@ -25,6 +25,13 @@ META_KEY = "proctor/decision"
 KEY_META = "proctor/idempotency_key"
 
 
+def bad_key() -> Denied:
+    return Denied(
+        f"_meta {KEY_META!r} must be a non-empty string of at most 200 characters",
+        rule_ids=("mcp-meta",),
+    )
+
+
 def pending(px: Proctor, exc: ReviewPending) -> ReviewPending:
     """The pending review as its item tells it (a retry's own decision says only
     ``call-repeat``): the rule's reason, the rules that asked for it, the queue."""
