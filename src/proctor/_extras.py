@@ -15,6 +15,7 @@ EXTRAS = {
     "notify": "sending notifications",
     "openai-agents": "the OpenAI Agents SDK integration",
     "langgraph": "the LangGraph / LangChain integration",
+    "mcp": "the MCP gateway and @gated (the official MCP SDK)",
 }
 
 
@@ -35,6 +36,7 @@ MODULES = {
     "notify": ("apprise",),
     "openai-agents": ("agents",),
     "langgraph": ("langgraph", "langchain"),
+    "mcp": ("mcp",),
 }
 
 

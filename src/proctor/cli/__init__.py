@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "revive": ("controls", "revive", "Undo a kill."),
     "agent": ("controls", "agent_group", "Agents' autonomy stages and state."),
     "bench": ("..bench", "bench", "Benchmarks that print one JSON object."),
+    "mcp": ("mcp", "mcp_group", "An MCP gateway: every tool call through Proctor."),
 }
 
 
