@@ -14,7 +14,14 @@ from rich.console import Console
 
 from proctor import Proctor
 from proctor.bench.gate import _database
-from proctor.bench.heal import ATTEMPTS, ROWS, _run_mode, flaky_service, table
+from proctor.bench.heal import (
+    ATTEMPTS,
+    ROWS,
+    _run_mode,
+    bench_breaker,
+    flaky_service,
+    table,
+)
 from proctor.store.tables import audit_log
 
 N = 120  # the down stretch scales with it: calls 48 to 65
@@ -93,6 +100,7 @@ def test_cli_reports_every_mode_as_documented() -> None:
     on, off, naive = (data["modes"][m] for m in ("on", "off", "naive"))
     assert on["duplicate_effects"] == 0 and on["completion_rate"] > off["completion_rate"]
     assert naive["duplicate_effects"] > 0  # blind retries after a lost answer charge twice
+    assert 0 < naive["max_retries_per_call"] <= 2 and naive["escalated"] == 0
     assert on["max_retries_per_call"] <= data["service"]["retry_attempts"] - 1
     console = Console(record=True, width=120)
     console.print(table(data))
@@ -101,9 +109,7 @@ def test_cli_reports_every_mode_as_documented() -> None:
 
 
 def test_gate_part_compares_a_closed_breaker_with_none() -> None:
-    r = proctor("bench", "heal", "--gate", "-n", "100", "--json")
-    assert r.returncode == 0, r.stderr
-    data = json.loads(r.stdout)
+    data = bench_breaker(n=100)
     assert data["backend"] == "sqlite" and data["breaker_state"] == "closed"
     assert data["none_p50_us"] > 0 and data["breaker_p50_us"] > 0
     assert "overhead_p50_pct" in data and data["budget_pct"] == 5.0

@@ -178,6 +178,7 @@ def _naive(
                 if attempt == NAIVE_TRIES:
                     raise
                 tries["retries"] += 1
+                tries["max"] = max(tries["max"], attempt)
                 time.sleep(NAIVE_PAUSE)
             else:
                 tries["recovered"] += attempt > 1
@@ -224,7 +225,12 @@ def _run_mode(mode: str, n: int, seed: int, url: str, service: Service) -> dict[
         log = _from_log(px)
     stats = service.stats()
     if mode == "naive":  # the agent's own loop retried, not Proctor
-        log = {**log, "retries": naive["retries"], "recovered_retry": naive["recovered"]}
+        log = {
+            **log,
+            "retries": naive["retries"],
+            "max_retries_per_call": naive["max"],
+            "recovered_retry": naive["recovered"],
+        }
     done = sum(completed.values())
     latency = _percentiles(samples)
     return {
