@@ -207,7 +207,7 @@ class Switch:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--hang", type=float, default=0.8, help="seconds a hung request waits")
+    parser.add_argument("--hang", type=float, default=0.6, help="seconds a hung request waits")
     opts = parser.parse_args(argv)
     ledger = Ledger(opts.seed, opts.hang)
     switch = Switch(ledger)

@@ -44,8 +44,8 @@ from .gate import _actions, _database, _percentiles, synthetic_policy
 AGENT = "payments-agent"
 MODES = ("on", "off", "naive")
 TOOL_TIMEOUT = 0.2  # the policy's timeout for one try of ``pay``
-CLIENT_TIMEOUT = 0.4  # the tool's own HTTP client timeout (what bounds a try without healing)
-HANG = 0.8  # how long a hung request keeps the caller waiting
+CLIENT_TIMEOUT = 0.3  # the tool's own HTTP client timeout (what bounds a try without healing)
+HANG = 0.6  # how long a hung request keeps the caller waiting
 ATTEMPTS = 4
 NAIVE_TRIES = 3
 NAIVE_PAUSE = 0.02
@@ -193,6 +193,8 @@ def _orders(n: int, seed: int) -> list[tuple[str, float]]:
 
 
 def _run_mode(mode: str, n: int, seed: int, url: str, service: Service) -> dict[str, Any]:
+    """One mode on its own database: the same orders, the service down for the same
+    stretch of calls; counts from the agent, the service's ledger and the decision log."""
     service.control("reset")
     down_from, down_to = int(n * DOWN[0]), int(n * DOWN[1])
     samples = array("q")
