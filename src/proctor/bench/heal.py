@@ -108,6 +108,8 @@ class Service:
 
 @contextlib.contextmanager
 def flaky_service(seed: int, hang: float = HANG) -> Iterator[Service]:
+    """The service in a process of its own, as a real one is: the agent's interpreter lock
+    and its abandoned timed-out threads never slow the service down."""
     process = subprocess.Popen(
         [sys.executable, "-m", "proctor.bench.flaky", "--seed", str(seed), "--hang", str(hang)],
         stdin=subprocess.PIPE,
