@@ -162,3 +162,40 @@ def bench_kill(database: str | None, rounds: int, as_json: bool) -> None:
     from .controls import bench_kill as run
 
     _print_json(run(database=database, rounds=rounds))
+
+
+@bench.command("heal")
+@database_option
+@click.option(
+    "-n",
+    "count",
+    type=click.IntRange(min=50),
+    default=1000,
+    show_default=True,
+    help="Payments per mode (with --gate: tool calls per side).",
+)
+@click.option("--seed", type=int, default=7, show_default=True, help="The service's seed.")
+@click.option(
+    "--gate",
+    is_flag=True,
+    help="Instead: what a closed breaker adds to an allowed call (p50, interleaved).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def bench_heal(database: str | None, count: int, seed: int, gate: bool, as_json: bool) -> None:
+    """Self-healing against a flaky service on loopback: healing on, off, and the agent's
+    own blind retries (completion, duplicate side effects, escalations, latency)."""
+    if gate:
+        from .heal import bench_breaker
+
+        _print_json(bench_breaker(n=count, database=database))
+        return
+    from .heal import bench_heal as run
+    from .heal import table
+
+    data = run(n=count, database=database, seed=seed)
+    if as_json:
+        _print_json(data)
+    else:
+        from rich.console import Console
+
+        Console().print(table(data))
