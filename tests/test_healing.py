@@ -282,6 +282,16 @@ def test_a_breaker_opened_by_one_process_refuses_in_another_within_one_decision(
     )
     with Proctor(db_url) as px:
         px.policy.apply(no_fallback)
+        healthy = True
+
+        @px.tool(agent="bot")
+        def charge(order: str) -> str:
+            assert healthy, "an open breaker lets nothing through"
+            return "ok"
+
+        for n in range(12):  # this process caches a healthy breaker
+            charge(f"H-{n}")
+        healthy = False
         out = tmp_path / "out"
         opener = events(spawn("fail", db_url, out, "10"))
         assert opener[-1] == {"event": "done"}
@@ -292,12 +302,7 @@ def test_a_breaker_opened_by_one_process_refuses_in_another_within_one_decision(
         assert answer["event"] == "refused"
         assert answer["rules"] == ["breaker.charge"]
         assert "circuit breaker for charge" in answer["reason"]
-
-        # and this process, which had cached the breaker closed before it opened
-        @px.tool(agent="bot")
-        def charge(order: str) -> str:
-            raise AssertionError("an open breaker lets nothing through")
-
+        # and this process, which had cached the breaker closed and healthy
         with pytest.raises(Denied) as refused:
             charge("C-1")
         assert refused.value.rule_ids == ("breaker.charge",)
@@ -630,3 +635,34 @@ def test_an_open_breaker_fires_an_alert(db_url: str) -> None:
         charge("A-2")  # opens the breaker
         [firing] = monitor.check()
         assert (firing.alert, firing.state, firing.value) == ("charge-breaker", "firing", 1.0)
+
+
+def test_no_fallback_stands_in_for_a_call_that_may_have_happened(hpx: Proctor) -> None:
+    @hpx.tool(agent="bot", key="order")
+    def charge(order: str) -> str:
+        raise TimeoutError("the charge may have gone through")
+
+    @hpx.tool(agent="bot")
+    def charge_later(order: str, note: str) -> str:
+        raise AssertionError("deferring a charge that may have happened charges twice")
+
+    with pytest.raises(TimeoutError) as failed:
+        charge("A-1")
+    assert any("no fallback ran: charge may have happened" in n for n in failed.value.__notes__)
+    assert [o["outcome"] for o in records(hpx, "outcome")] == ["unknown"]
+
+
+def test_a_healthy_breaker_writes_nothing_per_call(hpx: Proctor) -> None:
+    @hpx.tool(agent="bot")
+    def charge(order: str) -> str:
+        return "ok"
+
+    for n in range(12):  # a window of 10: full of successes after the tenth
+        charge(f"A-{n}")
+    with hpx.store.read() as conn:
+        before = conn.execute(sa.text("SELECT outcomes, updated_at FROM proctor_breakers")).one()
+    for n in range(5):
+        charge(f"B-{n}")
+    with hpx.store.read() as conn:
+        after = conn.execute(sa.text("SELECT outcomes, updated_at FROM proctor_breakers")).one()
+    assert before == after and before[0] == "0" * 10

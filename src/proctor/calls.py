@@ -314,6 +314,12 @@ def recover(px: Proctor, call: Call, heal: Healing, error: BaseException) -> Any
     if not breaker_refused(error, call.tool) and not heal.is_service_failure(error):
         raise error
     fallback = fallback_for(heal) if call.fallback_of is None else None  # never a chain
+    if fallback is not None and heal.may_have_happened(call, error):
+        error.add_note(
+            f"no fallback ran: {call.tool} may have happened ({type(error).__name__}), and"
+            f" {fallback[0]} in its place could do it twice"
+        )
+        fallback = None
     if fallback is not None:
         try:
             return _run_fallback(px, call, *fallback)

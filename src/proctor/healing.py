@@ -85,6 +85,14 @@ class Healing:
         names = self.retry["on"] if self.retry else list(TRANSIENT_ERRORS)
         return isinstance(error, DeadlineExceeded) or _named(error, names)
 
+    def may_have_happened(self, call: Call, error: BaseException) -> bool:
+        """The last try failed in a way that may have committed, and no lookup said it did
+        not: standing a fallback in for it could do the work twice."""
+        if not (isinstance(error, DeadlineExceeded) or is_ambiguous(call.spec, error)):
+            return False
+        last = self.history[-1] if self.history else {}
+        return last.get("reconciled") != "not_committed"
+
     def healed(self, recovered: str | None = None) -> dict[str, Any]:
         """The fields the call's outcome record carries."""
         fields: dict[str, Any] = {"attempts": max(self.attempts, 1)}

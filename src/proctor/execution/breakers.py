@@ -131,8 +131,18 @@ class Breakers:
         return None
 
     def record(self, tx: WriteTx, agent: str, tool: str, settings: Breaker, failed: bool) -> str:
-        """Count one call's outcome; returns the breaker's state after it."""
+        """Count one call's outcome; returns the breaker's state after it.
+
+        A closed breaker whose window is full of successes stays exactly as it is after one
+        more success, so that case writes nothing and reads only this process's cache (every
+        process reloads it when a window turns from clean to failing and back: those
+        changes bump the controls epoch). The allow path of a healthy tool pays nothing.
+        """
         scope = scope_of(agent, tool, settings)
+        if not failed:
+            cached = self.states(tx).get(scope)
+            if cached is not None and _clean(cached, settings):
+                return CLOSED
         current = _fresh(tx, scope)
         now = _clock.now()
         if current is None:
@@ -177,7 +187,15 @@ class Breakers:
             "UPDATE proctor_breakers SET outcomes = ?, updated_at = ? WHERE scope = ?",
             (outcomes, now, scope),
         )
+        if _clean(current, settings) != (len(outcomes) >= settings.window and "1" not in outcomes):
+            tx.bump_controls()  # every process re-reads whether successes need counting
         return CLOSED
+
+
+def _clean(state: BreakerState, settings: Breaker) -> bool:
+    """Closed with a window full of successes: one more success changes nothing."""
+    outcomes = state.outcomes
+    return state.state == CLOSED and len(outcomes) >= settings.window and "1" not in outcomes
 
 
 def _fresh(tx: WriteTx, scope: str) -> BreakerState | None:
