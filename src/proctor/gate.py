@@ -326,7 +326,7 @@ class Gate:
                 tx.sql(
                     "UPDATE proctor_review_items SET call_id = ? WHERE id = ?", (state.id, item_id)
                 )
-        wire = _healing_wire(healing, action) if healing is not None else None
+        wire = _healing_wire(healing, action) if healing is not None and healing.settings else None
         return Verdict(decision, rec.id, rec.seq, item_id, timeout, on_timeout, held, state, wire)
 
     def _breaker_check(

@@ -95,7 +95,7 @@ class Healing:
 
     def healed(self, recovered: str | None = None) -> dict[str, Any]:
         """The fields the call's outcome record carries."""
-        fields: dict[str, Any] = {"attempts": max(self.attempts, 1)}
+        fields: dict[str, Any] = {"attempts": self.attempts} if self.attempts > 1 else {}
         if recovered is not None:
             fields["recovered"] = recovered
         return fields

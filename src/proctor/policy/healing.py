@@ -26,7 +26,9 @@ class CompiledHealing:
     fallback: Fallback | None
     escalate: Escalate | None
     fallback_args: dict[str, Any] | None  # argument name -> compiled CEL program
-    settings: dict[str, Any]  # what the SDK needs to heal a call, as JSON (it may cross HTTP)
+    # what the SDK needs to heal a call, as JSON (it may cross HTTP); the breaker is the
+    # gate's alone, so a tool with only a breaker hands the SDK nothing
+    settings: dict[str, Any]
 
     def fallback_call(
         self, args: dict[str, Any], context: dict[str, Any]
@@ -65,5 +67,5 @@ def compile_healing(tool: str, heal: ToolHealing, compile_cel: Any) -> CompiledH
         heal.fallback,
         heal.escalate,
         programs,
-        heal.model_dump(mode="json", exclude_none=True),
+        heal.model_dump(mode="json", exclude_none=True, exclude={"breaker"}),
     )
