@@ -13,6 +13,8 @@ EXTRAS = {
     "postgres": "PostgreSQL",
     "otel": "exporting traces (the OpenTelemetry SDK and OTLP exporter)",
     "notify": "sending notifications",
+    "crewai": "the CrewAI integration",
+    "pydantic-ai": "the PydanticAI integration",
 }
 
 
@@ -31,6 +33,8 @@ MODULES = {
     "postgres": ("psycopg",),
     "otel": ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http"),
     "notify": ("apprise",),
+    "crewai": ("crewai",),
+    "pydantic-ai": ("pydantic_ai",),
 }
 
 
