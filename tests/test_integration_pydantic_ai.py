@@ -1,0 +1,230 @@
+"""PydanticAI behind the gate: a real ``Agent`` driven by a scripted ``FunctionModel``, its
+tools wrapped by ``ProctorToolset``, on both databases (and a reviewer in another process)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from tests.test_cli import proctor
+
+pytest.importorskip("pydantic_ai")
+
+from pydantic_ai import Agent
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelRequest,
+    ModelResponse,
+    TextPart,
+    ToolCallPart,
+    ToolReturnPart,
+)
+from pydantic_ai.models.function import AgentInfo, FunctionModel
+from pydantic_ai.tools import DeferredToolRequests, DeferredToolResults, ToolDenied
+from pydantic_ai.toolsets import FunctionToolset
+
+from proctor import Conflict, Proctor
+from proctor.integrations.pydantic_ai import ProctorToolset, proctor_results
+
+POLICY = """
+policy: pydantic-ai-test
+defaults: {decision: deny, queue: billing}
+queues: {billing: {}}
+agents: {bot: {tools: [refund, lookup]}}
+rules:
+  - {id: routine, when: 'tool in ["refund", "lookup"]', decide: allow}
+  - id: large-refund
+    when: 'tool == "refund" && args.amount > 100.0'
+    decide: review
+    reason: Refunds over 100 need a billing lead
+  - id: no-vip
+    when: 'tool == "refund" && args.order_id.startsWith("VIP")'
+    decide: deny
+    reason: VIP orders are refunded by their account manager
+"""
+
+
+class Shop:
+    """The tools' side effects, counted."""
+
+    def __init__(self) -> None:
+        self.refunds: list[tuple[str, float]] = []
+        self.toolset: FunctionToolset[Any] = FunctionToolset()
+
+        @self.toolset.tool_plain
+        def refund(order_id: str, amount: float) -> str:
+            """Refund an order."""
+            self.refunds.append((order_id, amount))
+            return f"refunded {amount:.2f} on {order_id}"
+
+
+class Script:
+    """A scripted model: one tool call per run (its id fixed, so a resume is the same
+    call), then a reply quoting what the tool returned, which is what the model saw."""
+
+    def __init__(self, tool_call_id: str, order_id: str, amount: float) -> None:
+        self.call = ToolCallPart(
+            "refund", {"order_id": order_id, "amount": amount}, tool_call_id=tool_call_id
+        )
+        self.seen: list[ToolReturnPart] = []
+
+    def __call__(self, messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        last = messages[-1]
+        returns = [
+            p
+            for p in last.parts
+            if isinstance(p, ToolReturnPart) and isinstance(last, ModelRequest)
+        ]
+        if returns:
+            self.seen.extend(returns)
+            return ModelResponse(parts=[TextPart(f"tool said: {returns[-1].model_response_str()}")])
+        return ModelResponse(parts=[self.call])
+
+
+@pytest.fixture
+def gpx(db_url: str) -> Iterator[Proctor]:
+    with Proctor(db_url) as px:
+        px.policy.apply(POLICY)
+        yield px
+
+
+def make_agent(px: Proctor, shop: Shop, script: Script, **options: Any) -> Agent[None, Any]:
+    return Agent(
+        FunctionModel(script),
+        toolsets=[ProctorToolset(px, shop.toolset, agent="bot", **options)],
+        output_type=[str, DeferredToolRequests],
+    )
+
+
+def test_an_allowed_call_runs_once_per_tool_call_id(gpx: Proctor) -> None:
+    shop, script = Shop(), Script("tc_ok", "A-1", 20.0)
+    agent = make_agent(gpx, shop, script)
+    assert agent.run_sync("refund A-1").output == "tool said: refunded 20.00 on A-1"
+    # The same tool call again (a replayed run, a retried worker): the recorded result.
+    assert agent.run_sync("refund A-1").output == "tool said: refunded 20.00 on A-1"
+    assert shop.refunds == [("A-1", 20.0)]
+    # The same id with other arguments is not the same call: refused, never run.
+    other = make_agent(gpx, shop, Script("tc_ok", "A-1", 30.0))
+    with pytest.raises(Conflict):
+        other.run_sync("refund A-1")
+    assert shop.refunds == [("A-1", 20.0)]
+
+
+def test_a_denied_call_reaches_the_model_as_a_failure_not_a_retry(gpx: Proctor) -> None:
+    shop, script = Shop(), Script("tc_vip", "VIP-9", 20.0)
+    result = make_agent(gpx, shop, script).run_sync("refund VIP-9")
+    assert shop.refunds == []
+    (seen,) = script.seen
+    assert seen.outcome == "failed"  # a terminal failure: no retry prompt, no retry budget
+    text = seen.model_response_str()
+    assert "Refused by policy: VIP orders are refunded by their account manager" in text
+    assert "no-vip" in text
+    assert "try again" not in text.lower()
+    assert result.output.startswith("tool said: ")
+
+
+def test_a_review_defers_the_call_and_an_approval_from_another_process_runs_it_once(
+    sqlite_url: str,
+) -> None:
+    px = Proctor(sqlite_url)  # the CLI reviewer below works on this SQLite file
+    px.policy.apply(POLICY)
+    shop, script = Shop(), Script("tc_big", "A-2", 250.0)
+    agent = make_agent(px, shop, script)
+    first = agent.run_sync("refund A-2")
+    requests = first.output
+    assert isinstance(requests, DeferredToolRequests)
+    assert [c.tool_call_id for c in requests.approvals] == ["tc_big"]
+    meta = requests.metadata["tc_big"]["proctor"]
+    item_id = meta["item_id"]
+    assert meta["rule_ids"] == ["large-refund"]
+    assert meta["reason"] == "Refunds over 100 need a billing lead"
+    assert px.reviews.get(item_id).status == "pending"
+    history = first.all_messages()
+
+    # Nothing decided yet: nothing to resume with, and the app's own approval is not one.
+    assert proctor_results(px, requests).approvals == {}
+    again = agent.run_sync(
+        message_history=history,
+        deferred_tool_results=DeferredToolResults(approvals={"tc_big": True}),
+    )
+    assert isinstance(again.output, DeferredToolRequests)
+    assert again.output.metadata["tc_big"]["proctor"]["item_id"] == item_id  # same item
+    assert shop.refunds == []
+
+    approved = proctor("queue", "approve", item_id, "--by", "lead", "-d", sqlite_url)
+    assert approved.returncode == 0, approved.stderr
+    results = proctor_results(px, requests)
+    assert results.approvals == {"tc_big": True}
+    for _ in range(2):  # resumed twice (a retried worker): the refund happens once
+        done = agent.run_sync(message_history=history, deferred_tool_results=results)
+        assert done.output == "tool said: refunded 250.00 on A-2"
+    assert shop.refunds == [("A-2", 250.0)]
+    assert px.reviews.get(item_id).status == "done"
+    px.close()
+
+
+def test_a_reviewers_edit_runs_validated_and_a_rejection_reaches_the_model(
+    gpx: Proctor,
+) -> None:
+    shop = Shop()
+    edited = Script("tc_edit", "A-3", 400.0)
+    agent = make_agent(gpx, shop, edited)
+    first = agent.run_sync("refund A-3")
+    assert isinstance(first.output, DeferredToolRequests)
+    item_id = first.output.metadata["tc_edit"]["proctor"]["item_id"]
+    gpx.reviews.edit(item_id, by="lead", args={"amount": 150}, note="half of it")
+    done = agent.run_sync(
+        message_history=first.all_messages(),
+        deferred_tool_results=proctor_results(gpx, first.output),
+    )
+    assert done.output == "tool said: refunded 150.00 on A-3"
+    assert shop.refunds == [("A-3", 150.0)]  # an int edit, validated back into a float
+
+    rejected = Script("tc_no", "A-4", 900.0)
+    agent = make_agent(gpx, shop, rejected)
+    first = agent.run_sync("refund A-4")
+    assert isinstance(first.output, DeferredToolRequests)
+    item_id = first.output.metadata["tc_no"]["proctor"]["item_id"]
+    gpx.reviews.reject(item_id, by="lead", reason="the order was never paid")
+    results = proctor_results(gpx, first.output)
+    denial = results.approvals["tc_no"]
+    assert isinstance(denial, ToolDenied)
+    done = agent.run_sync(message_history=first.all_messages(), deferred_tool_results=results)
+    assert "A reviewer rejected this call: the order was never paid" in done.output
+    # An app that approves a rejected call anyway gets the rejection, not a refund.
+    forced = agent.run_sync(
+        message_history=first.all_messages(),
+        deferred_tool_results=DeferredToolResults(approvals={"tc_no": True}),
+    )
+    assert "A reviewer rejected this call: the order was never paid" in forced.output
+    assert shop.refunds == [("A-3", 150.0)]
+
+
+def test_with_wait_an_approval_during_the_run_runs_it_there(gpx: Proctor) -> None:
+    shop, script = Shop(), Script("tc_wait", "A-5", 300.0)
+    agent = make_agent(gpx, shop, script, wait=30)
+
+    def approve_when_opened() -> None:
+        for _ in range(300):
+            pending = gpx.reviews.list()
+            if pending:
+                gpx.reviews.approve(pending[0].id, by="lead")
+                return
+            threading.Event().wait(0.05)
+
+    reviewer = threading.Thread(target=approve_when_opened)
+    reviewer.start()
+    result = agent.run_sync("refund A-5")
+    reviewer.join(30)
+    assert result.output == "tool said: refunded 300.00 on A-5"
+    assert shop.refunds == [("A-5", 300.0)]
+
+
+def test_results_for_calls_deferred_by_something_else_are_left_alone(gpx: Proctor) -> None:
+    requests = DeferredToolRequests(
+        approvals=[ToolCallPart("refund", {"order_id": "A-6", "amount": 1.0}, tool_call_id="x")],
+        metadata={"x": {"other": {"item_id": "nope"}}},
+    )
+    assert proctor_results(gpx, requests).approvals == {}
