@@ -72,11 +72,8 @@ class Script:
 
     def __call__(self, messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         last = messages[-1]
-        returns = [
-            p
-            for p in last.parts
-            if isinstance(p, ToolReturnPart) and isinstance(last, ModelRequest)
-        ]
+        parts = last.parts if isinstance(last, ModelRequest) else []
+        returns = [p for p in parts if isinstance(p, ToolReturnPart)]
         if returns:
             self.seen.extend(returns)
             return ModelResponse(parts=[TextPart(f"tool said: {returns[-1].model_response_str()}")])
