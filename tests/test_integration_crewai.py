@@ -1,0 +1,225 @@
+"""CrewAI behind the gate: a real ``Crew`` whose agent is a scripted ``BaseLLM`` (both the
+ReAct text protocol and native function calling), its tools wrapped by ``gated``, on both
+databases (and a reviewer in another process)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.test_cli import proctor
+
+os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("OTEL_SDK_DISABLED", "true")
+pytest.importorskip("crewai")
+
+from crewai import Agent, Crew, Task
+from crewai.llms.base_llm import BaseLLM
+from crewai.tools import BaseTool, tool
+
+from proctor import ConfigError, Proctor
+from proctor.integrations.crewai import ProctorTool, gated
+
+POLICY = """
+policy: crewai-test
+defaults: {decision: deny, queue: billing}
+queues: {billing: {}}
+agents: {bot: {tools: [refund]}}
+rules:
+  - {id: routine, when: 'tool == "refund"', decide: allow}
+  - id: large-refund
+    when: 'tool == "refund" && args.amount > 100.0'
+    decide: review
+    reason: Refunds over 100 need a billing lead
+  - id: no-vip
+    when: 'tool == "refund" && args.order_id.startsWith("VIP")'
+    decide: deny
+    reason: VIP orders are refunded by their account manager
+"""
+
+
+class Scripted(BaseLLM):
+    """A model that asks for one refund, then answers; it keeps every prompt it got."""
+
+    native: bool = False
+    args: dict[str, Any] = {}
+    prompts: list[Any] = []
+
+    def call(
+        self,
+        messages: Any,
+        tools: Any = None,
+        callbacks: Any = None,
+        available_functions: Any = None,
+        from_task: Any = None,
+        from_agent: Any = None,
+        response_model: Any = None,
+    ) -> Any:
+        self.prompts.append(messages)
+        if len(self.prompts) > 1:
+            return "done" if self.native else "Thought: I know what happened\nFinal Answer: done"
+        if self.native:
+            arguments = json.dumps(self.args)
+            return [{"id": "call_1", "function": {"name": "refund", "arguments": arguments}}]
+        return f"Thought: refund it\nAction: refund\nAction Input: {json.dumps(self.args)}"
+
+    def supports_function_calling(self) -> bool:
+        return self.native
+
+    def observed(self) -> str:
+        """What the tool call gave the model: the tool message, or the ReAct observation."""
+        last = self.prompts[-1]
+        if self.native:
+            return str(next(m["content"] for m in reversed(last) if m["role"] == "tool"))
+        text = next(m["content"] for m in reversed(last) if "Observation:" in str(m["content"]))
+        return str(text).split("Observation:", 1)[1].strip()
+
+
+class Shop:
+    def __init__(self) -> None:
+        self.refunds: list[tuple[str, float]] = []
+
+        @tool("refund")
+        def refund(order_id: str, amount: float) -> str:
+            """Refund an order."""
+            self.refunds.append((order_id, amount))
+            return f"refunded {amount:.2f} on {order_id}"
+
+        self.tool: BaseTool = refund
+
+
+def kickoff(gated_tool: ProctorTool, native: bool, **args: Any) -> Scripted:
+    llm = Scripted(model="scripted", native=native, args=args, prompts=[])
+    agent = Agent(role="support", goal="settle refunds", backstory="a desk", llm=llm)
+    agent.tools = [gated_tool]
+    task = Task(description="Refund the order", expected_output="what happened", agent=agent)
+    assert Crew(agents=[agent], tasks=[task]).kickoff().raw == "done"
+    return llm
+
+
+@pytest.fixture(autouse=True)
+def crewai_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CrewAI keeps task outputs under the user's data directory: a temporary one here."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("CREWAI_STORAGE_DIR", str(tmp_path / "crewai"))
+
+
+@pytest.fixture
+def gpx(db_url: str) -> Iterator[Proctor]:
+    with Proctor(db_url) as px:
+        px.policy.apply(POLICY)
+        yield px
+
+
+# CrewAI's own deprecations, raised from inside CrewAI: theirs to fix.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:crewai")
+native = pytest.mark.parametrize("native", [False, True], ids=["react", "function-calling"])
+
+
+@native
+def test_an_allowed_call_runs_and_a_keyed_repeat_returns_the_recorded_result(
+    gpx: Proctor, native: bool
+) -> None:
+    shop = Shop()
+    refund = gated(gpx, shop.tool, agent="bot", key="order_id")
+    assert refund.name == "refund" and refund.description == "Refund an order."
+    assert kickoff(refund, native, order_id="A-1", amount=20.0).observed() == (
+        "refunded 20.00 on A-1"
+    )
+    assert kickoff(refund, native, order_id="A-1", amount=20.0).observed() == (
+        "refunded 20.00 on A-1"
+    )
+    assert shop.refunds == [("A-1", 20.0)]
+    # Without a key every call is its own decision, and runs.
+    unkeyed = gated(gpx, shop.tool, agent="bot")
+    kickoff(unkeyed, native, order_id="A-1", amount=20.0)
+    assert shop.refunds == [("A-1", 20.0), ("A-1", 20.0)]
+
+
+@native
+def test_a_denied_call_is_read_by_the_agent_with_its_reason(gpx: Proctor, native: bool) -> None:
+    shop = Shop()
+    refund = gated(gpx, shop.tool, agent="bot", key="order_id")
+    seen = kickoff(refund, native, order_id="VIP-9", amount=20.0).observed()
+    assert seen.startswith(
+        "Refused by policy: VIP orders are refunded by their account manager (rules: no-vip)."
+    )
+    assert "Error executing tool" not in seen
+    assert shop.refunds == []
+
+
+def test_a_review_approved_from_another_process_runs_once(sqlite_url: str) -> None:
+    px = Proctor(sqlite_url)
+    px.policy.apply(POLICY)
+    shop = Shop()
+    refund = gated(px, shop.tool, agent="bot", key="order_id", wait=0)
+    seen = kickoff(refund, True, order_id="A-2", amount=250.0).observed()
+    (item,) = px.reviews.list()
+    assert seen == (
+        f"Not carried out yet: it awaits a human's approval in review item {item.id}"
+        " (rules: large-refund): Refunds over 100 need a billing lead."
+        " Tell the user it awaits approval."
+    )
+    # Asked again before anyone decided: the same item, still nothing done.
+    assert item.id in kickoff(refund, False, order_id="A-2", amount=250.0).observed()
+    assert len(px.reviews.list()) == 1 and shop.refunds == []
+
+    approved = proctor("queue", "approve", item.id, "--by", "lead", "-d", sqlite_url)
+    assert approved.returncode == 0, approved.stderr
+    for _ in range(2):  # the crew asks again (twice): it runs under the approval, once
+        seen = kickoff(refund, True, order_id="A-2", amount=250.0).observed()
+        assert seen == "refunded 250.00 on A-2"
+    assert shop.refunds == [("A-2", 250.0)]
+    assert px.reviews.get(item.id).status == "done"
+    px.close()
+
+
+def test_a_waiting_call_runs_an_edit_validated_and_reads_a_rejection(gpx: Proctor) -> None:
+    shop = Shop()
+    refund = gated(gpx, shop.tool, agent="bot", key="order_id", wait=30)
+
+    def review(act: str) -> threading.Thread:
+        def work() -> None:
+            for _ in range(600):
+                pending = gpx.reviews.list()
+                if pending:
+                    if act == "edit":
+                        gpx.reviews.edit(pending[0].id, by="lead", args={"amount": 150})
+                    else:
+                        gpx.reviews.reject(pending[0].id, by="lead", reason="never paid")
+                    return
+                threading.Event().wait(0.05)
+
+        thread = threading.Thread(target=work)
+        thread.start()
+        return thread
+
+    reviewer = review("edit")
+    assert kickoff(refund, True, order_id="A-3", amount=400.0).observed() == (
+        "refunded 150.00 on A-3"
+    )
+    reviewer.join(30)
+    assert shop.refunds == [("A-3", 150.0)]  # an int edit, validated into the tool's float
+
+    reviewer = review("reject")
+    seen = kickoff(refund, False, order_id="A-4", amount=900.0).observed()
+    reviewer.join(30)
+    assert seen.startswith("A reviewer rejected this call: never paid (rules: large-refund).")
+    assert shop.refunds == [("A-3", 150.0)]
+
+
+def test_async_use_and_bad_wrapping(gpx: Proctor) -> None:
+    shop = Shop()
+    refund = gated(gpx, shop.tool, agent="bot")
+    assert asyncio.run(refund.arun(order_id="A-5", amount=5.0)) == "refunded 5.00 on A-5"
+    assert shop.refunds == [("A-5", 5.0)]
+    with pytest.raises(ConfigError, match="has no"):
+        gated(gpx, shop.tool, agent="bot", key="order")
+    with pytest.raises(TypeError, match="BaseTool"):
+        gated(gpx, lambda: None, agent="bot")  # type: ignore[arg-type]
