@@ -17,6 +17,7 @@ from tests.test_cli import proctor
 
 os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("OTEL_SDK_DISABLED", "true")
+os.environ.setdefault("CREWAI_TRACING_ENABLED", "false")  # else a first run asks, for 20 s
 pytest.importorskip("crewai")
 
 from crewai import Agent, Crew, Task
