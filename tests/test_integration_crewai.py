@@ -5,8 +5,10 @@ databases (and a reviewer in another process)."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -224,3 +226,23 @@ def test_async_use_and_bad_wrapping(gpx: Proctor) -> None:
         gated(gpx, shop.tool, agent="bot", key="order")
     with pytest.raises(TypeError, match="BaseTool"):
         gated(gpx, lambda: None, agent="bot")  # type: ignore[arg-type]
+
+
+def test_the_example_runs_without_an_api_key(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = Path(__file__).resolve().parent.parent / "examples" / "crewai_agent.py"
+    spec = importlib.util.spec_from_file_location("crewai_agent", path)
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, example)  # pydantic resolves names there
+    spec.loader.exec_module(example)
+    lines = example.main(sqlite_url)
+    assert lines[0] == "refund 40 on A-1 -> refunded 40.00 on A-1"
+    assert lines[1].startswith("delete C-7 -> Refused by policy: ")
+    assert "awaits a human's approval in review item" in lines[2]
+    assert lines[4:] == [
+        "asked again -> refunded 250.00 on A-2",
+        "asked again -> refunded 250.00 on A-2",
+        "refunds made: A-1, A-2",
+    ]

@@ -3,8 +3,11 @@ tools wrapped by ``ProctorToolset``, on both databases (and a reviewer in anothe
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -225,3 +228,23 @@ def test_results_for_calls_deferred_by_something_else_are_left_alone(gpx: Procto
         metadata={"x": {"other": {"item_id": "nope"}}},
     )
     assert proctor_results(gpx, requests).approvals == {}
+
+
+def test_the_example_runs_without_an_api_key(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = Path(__file__).resolve().parent.parent / "examples" / "pydantic_ai_agent.py"
+    spec = importlib.util.spec_from_file_location("pydantic_ai_agent", path)
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, example)  # pydantic resolves names there
+    spec.loader.exec_module(example)
+    lines = example.main(sqlite_url)
+    assert lines[0] == "Refund 40 on A-1 -> refunded 40.00 on A-1"
+    assert "Refused by policy" in lines[1] and "envelope.tools" in lines[1]
+    assert lines[2].startswith("Refund 250 on A-2 -> waits for review item ")
+    assert lines[4:] == [
+        "resumed -> refunded 250.00 on A-2",
+        "resumed -> refunded 250.00 on A-2",
+        "refunds made: A-1, A-2",
+    ]

@@ -28,9 +28,9 @@ from typing import Any
 
 from .._errors import DecisionError, Denied, Rejected, ReviewPending
 from .._extras import missing
-from ..calls import decide
+from ..calls import Call, Prepared, decide, prepare, run_async_prepared
 from ..sdk import Proctor
-from ..tools import UNSET, ToolSpec, make_spec
+from ..tools import ToolSpec, make_spec
 
 try:
     from pydantic_ai import RunContext
@@ -131,27 +131,39 @@ class ProctorToolset(WrapperToolset[Any]):
             self._specs[name] = spec
         return spec
 
-    async def call_tool(
-        self, name: str, tool_args: dict[str, Any], ctx: RunContext[Any], tool: ToolsetTool[Any]
-    ) -> Any:
-        spec = self._spec(name, tool)
-        args = to_jsonable_python(tool_args)
-        key = self.key(ctx, name, args) if self.key is not None else ctx.tool_call_id
-        call = await asyncio.to_thread(decide, self.px, spec, (), args, key)
-        token = _CURRENT.set((ctx, tool))
+    def _prepare(self, call: Call) -> Prepared:
+        """Wait for whatever the call waits for (a reviewer, up to ``wait``; a hold; another
+        runner); a review still pending defers the call, carrying its item."""
         try:
-            return await self.px.execute_async(call, wait=UNSET)
+            return prepare(self.px, call, call.spec.wait)
         except ReviewPending as exc:
             raise ApprovalRequired(
                 metadata={
                     METADATA_KEY: {
                         "item_id": exc.item_id,
                         "reason": call.decision.reason,
-                        "rule_ids": list(exc.rule_ids),
+                        "rule_ids": list(call.decision.rule_ids),
                         "queue": call.decision.queue,
                     }
                 }
             ) from exc
+
+    async def call_tool(
+        self, name: str, tool_args: dict[str, Any], ctx: RunContext[Any], tool: ToolsetTool[Any]
+    ) -> Any:
+        spec = self._spec(name, tool)
+        args = to_jsonable_python(tool_args)
+        key = self.key(ctx, name, args) if self.key is not None else ctx.tool_call_id
+        token = _CURRENT.set((ctx, tool))
+        try:
+            # As for async @px.tool functions: the decision is made on the loop, and only
+            # what may wait for long (a reviewer, a hold, another runner) on a worker thread.
+            call = decide(self.px, spec, (), args, key)
+            if call.status in ("review", "held", "busy", "unknown"):
+                prepared = await asyncio.to_thread(self._prepare, call)
+            else:
+                prepared = self._prepare(call)
+            return await run_async_prepared(self.px, prepared)
         except (Denied, Rejected) as exc:
             raise ToolFailed(refusal(exc)) from exc
         finally:
