@@ -246,3 +246,21 @@ def test_the_example_runs_without_an_api_key(
         "asked again -> refunded 250.00 on A-2",
         "refunds made: A-1, A-2",
     ]
+
+
+def test_a_crew_kicked_off_inside_a_run_is_decided_with_its_context(sqlite_url: str) -> None:
+    with Proctor(sqlite_url) as px:
+        px.policy.apply(
+            POLICY.replace(
+                "rules:\n",
+                "rules:\n  - {id: frozen, when: 'context.ticket == \"T-9\"', decide: deny,"
+                " reason: ticket T-9 is frozen}\n",
+            )
+        )
+        shop = Shop()
+        refund = gated(px, shop.tool)  # no agent=: the run's
+        for native in (False, True):
+            with px.run(agent="bot", ticket="T-9"):
+                seen = kickoff(refund, native, order_id="A-1", amount=5.0).observed()
+            assert seen.startswith("Refused by policy: ticket T-9 is frozen (rules: frozen).")
+        assert shop.refunds == []

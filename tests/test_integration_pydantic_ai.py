@@ -3,9 +3,12 @@ tools wrapped by ``ProctorToolset``, on both databases (and a reviewer in anothe
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib.util
 import sys
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -81,6 +84,21 @@ class Script:
             self.seen.extend(returns)
             return ModelResponse(parts=[TextPart(f"tool said: {returns[-1].model_response_str()}")])
         return ModelResponse(parts=[self.call])
+
+
+@pytest.fixture(autouse=True)
+def close_run_sync_loop() -> Iterator[None]:
+    """``Agent.run_sync`` leaves a new event loop set on the thread, never closed: close it
+    here, or the next ``asyncio.run`` on the thread drops it, and its collection warns
+    (``ResourceWarning``: an unclosed socket) in whichever test runs then."""
+    yield
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        with contextlib.suppress(RuntimeError):
+            loop = asyncio.get_event_loop_policy().get_event_loop()
+            if not loop.is_running():
+                loop.close()
+        asyncio.set_event_loop(None)
 
 
 @pytest.fixture
@@ -248,3 +266,24 @@ def test_the_example_runs_without_an_api_key(
         "resumed -> refunded 250.00 on A-2",
         "refunds made: A-1, A-2",
     ]
+
+
+def test_an_agent_run_inside_a_px_run_is_decided_with_its_context(sqlite_url: str) -> None:
+    with Proctor(sqlite_url) as px:
+        px.policy.apply(
+            POLICY.replace(
+                "rules:\n",
+                "rules:\n  - {id: frozen, when: 'context.ticket == \"T-9\"', decide: deny,"
+                " reason: ticket T-9 is frozen}\n",
+            )
+        )
+        shop, script = Shop(), Script("tc_ctx", "A-7", 5.0)
+        agent = Agent(
+            FunctionModel(script), toolsets=[ProctorToolset(px, shop.toolset)], output_type=str
+        )
+        with px.run(agent="bot", ticket="T-9"):
+            agent.run_sync("refund A-7")
+        assert "Refused by policy: ticket T-9 is frozen (rules: frozen)." in (
+            script.seen[0].model_response_str()
+        )
+        assert shop.refunds == []
