@@ -31,7 +31,7 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.tools import DeferredToolRequests, DeferredToolResults, ToolDenied
 from pydantic_ai.toolsets import FunctionToolset
 
-from proctor import Conflict, Proctor
+from proctor import Conflict, InvalidRequest, Proctor
 from proctor.integrations.pydantic_ai import ProctorToolset, proctor_results
 
 POLICY = """
@@ -287,3 +287,23 @@ def test_an_agent_run_inside_a_px_run_is_decided_with_its_context(sqlite_url: st
             script.seen[0].model_response_str()
         )
         assert shop.refunds == []
+
+
+def test_px_resume_refuses_a_pydantic_ai_call_without_spending_its_approval(
+    gpx: Proctor,
+) -> None:
+    shop, script = Shop(), Script("tc_res", "A-8", 500.0)
+    agent = make_agent(gpx, shop, script)
+    first = agent.run_sync("refund A-8")
+    assert isinstance(first.output, DeferredToolRequests)
+    item_id = first.output.metadata["tc_res"]["proctor"]["item_id"]
+    gpx.reviews.approve(item_id, by="lead")
+    with pytest.raises(InvalidRequest, match="not registered"):
+        gpx.resume(item_id)  # no run context here: the agent run resumes it
+    assert gpx.reviews.get(item_id).status == "approved"
+    done = agent.run_sync(
+        message_history=first.all_messages(),
+        deferred_tool_results=proctor_results(gpx, first.output),
+    )
+    assert done.output == "tool said: refunded 500.00 on A-8"
+    assert shop.refunds == [("A-8", 500.0)]

@@ -26,7 +26,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._errors import DecisionError, Denied, Rejected, ReviewPending
+from .._errors import DecisionError, Denied, InvalidRequest, Rejected, ReviewPending
 from .._extras import missing
 from ..calls import Call, Prepared, decide, prepare, run_async_prepared
 from ..sdk import Proctor
@@ -111,7 +111,11 @@ class ProctorToolset(WrapperToolset[Any]):
 
             async def body(**args: Any) -> Any:
                 current = _CURRENT.get()
-                assert current is not None, "a gated body runs inside call_tool"
+                if current is None:  # only call_tool runs it, with the run context
+                    raise InvalidRequest(
+                        f"{name} is a PydanticAI tool: resume its agent run with"
+                        " deferred_tool_results=proctor_results(px, requests)"
+                    )
                 ctx, tool = current
                 # Arguments were decided as JSON (a reviewer may have edited them):
                 # PydanticAI's validator turns them back into what the tool takes.
@@ -127,7 +131,8 @@ class ProctorToolset(WrapperToolset[Any]):
                 reads=tuple(self.reads),
                 schema=tool.tool_def.parameters_json_schema,
             )
-            self.px.register(spec)
+            # Not registered with px: px.resume(item_id) cannot run it without a run
+            # context, so it refuses (before claiming the approval) as for any unknown tool.
             self._specs[name] = spec
         return spec
 
