@@ -264,3 +264,43 @@ def test_a_crew_kicked_off_inside_a_run_is_decided_with_its_context(sqlite_url: 
                 seen = kickoff(refund, native, order_id="A-1", amount=5.0).observed()
             assert seen.startswith("Refused by policy: ticket T-9 is frozen (rules: frozen).")
         assert shop.refunds == []
+
+
+class AsksTwice(Scripted):
+    """Makes the same call twice in one crew, with ``between`` run in between."""
+
+    between: Any = None
+
+    def call(self, messages: Any, *rest: Any, **options: Any) -> Any:
+        self.prompts.append(messages)
+        if len(self.prompts) > 2:
+            return "done"
+        if len(self.prompts) == 2:
+            self.between()
+        arguments = json.dumps(self.args)
+        call_id = f"call_{len(self.prompts)}"
+        return [{"id": call_id, "function": {"name": "refund", "arguments": arguments}}]
+
+
+def test_a_call_asked_again_in_the_same_crew_is_decided_again(gpx: Proctor) -> None:
+    """With caching on, CrewAI keeps tool results by input within a crew; never a gated
+    tool's: every call passes the gate."""
+    shop = Shop()
+    refund = gated(gpx, shop.tool, agent="bot", key="order_id", wait=0)
+
+    def approve() -> None:
+        (item,) = gpx.reviews.list()
+        gpx.reviews.approve(item.id, by="lead")
+
+    llm = AsksTwice(
+        model="scripted", native=True, args={"order_id": "A-6", "amount": 600.0}, prompts=[]
+    )
+    llm.between = approve
+    agent = Agent(role="support", goal="settle refunds", backstory="a desk", llm=llm)
+    agent.tools = [refund]
+    task = Task(description="Refund the order", expected_output="what happened", agent=agent)
+    Crew(agents=[agent], tasks=[task], cache=True).kickoff()  # caching opted into
+    tool_messages = [m["content"] for m in llm.prompts[-1] if m["role"] == "tool"]
+    assert tool_messages[0].startswith("Not carried out yet")
+    assert tool_messages[1] == "refunded 600.00 on A-6"
+    assert shop.refunds == [("A-6", 600.0)]

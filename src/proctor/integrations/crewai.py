@@ -58,6 +58,12 @@ def refusal(error: DecisionError, why: str | None = None) -> str:
     return f"Refused by policy: {error.reason}{rules}. It was not carried out."
 
 
+def _never_cache(_args: Any = None, _result: Any = None) -> bool:
+    """CrewAI caches a tool's results by input within a crew: a cached answer would skip
+    the gate (a pending review stays pending, a kill switch is not seen)."""
+    return False
+
+
 class ProctorTool(BaseTool):
     """A CrewAI tool whose calls Proctor decides before the wrapped tool runs."""
 
@@ -126,6 +132,7 @@ def gated(
         description=tool.description,
         args_schema=tool.args_schema,
         result_as_answer=tool.result_as_answer,
+        cache_function=_never_cache,
     )
     wrapper._spec = spec
     wrapper._px = px
