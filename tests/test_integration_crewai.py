@@ -304,3 +304,16 @@ def test_a_call_asked_again_in_the_same_crew_is_decided_again(gpx: Proctor) -> N
     assert tool_messages[0].startswith("Not carried out yet")
     assert tool_messages[1] == "refunded 600.00 on A-6"
     assert shop.refunds == [("A-6", 600.0)]
+
+
+@pytest.mark.slow
+def test_the_bench_prints_the_adapters_overhead() -> None:
+    done = proctor("bench", "adapters", "--framework", "crewai", "-n", "50", "--json")
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout)
+    assert figures["framework"] == "crewai" and figures["n"] == 50
+    for side in ("framework", "bare", "bare_identity", "adapter"):
+        assert figures[f"{side}_p50_us"] > 0
+    difference = figures["adapter_p50_us"] - figures["bare_p50_us"]
+    assert figures["overhead_us"] == pytest.approx(difference, abs=0.11)  # each rounded
+    assert figures["overhead_ratio"] > 0

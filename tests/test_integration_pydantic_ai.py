@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import json
 import sys
 import threading
 import warnings
@@ -307,3 +308,16 @@ def test_px_resume_refuses_a_pydantic_ai_call_without_spending_its_approval(
     )
     assert done.output == "tool said: refunded 500.00 on A-8"
     assert shop.refunds == [("A-8", 500.0)]
+
+
+@pytest.mark.slow
+def test_the_bench_prints_the_adapters_overhead() -> None:
+    done = proctor("bench", "adapters", "--framework", "pydantic-ai", "-n", "50", "--json")
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout)
+    assert figures["framework"] == "pydantic-ai" and figures["n"] == 50
+    for side in ("framework", "bare", "bare_identity", "adapter"):
+        assert figures[f"{side}_p50_us"] > 0
+    difference = figures["adapter_p50_us"] - figures["bare_p50_us"]
+    assert figures["overhead_us"] == pytest.approx(difference, abs=0.11)  # each rounded
+    assert figures["overhead_ratio"] > 0

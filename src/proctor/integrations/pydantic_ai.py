@@ -36,8 +36,7 @@ try:
     from pydantic_ai import RunContext
     from pydantic_ai.exceptions import ApprovalRequired, ToolFailed
     from pydantic_ai.tools import DeferredToolRequests, DeferredToolResults, ToolDenied
-    from pydantic_ai.toolsets import AbstractToolset, WrapperToolset
-    from pydantic_ai.toolsets.abstract import ToolsetTool
+    from pydantic_ai.toolsets import AbstractToolset, ToolsetTool, WrapperToolset
     from pydantic_core import to_jsonable_python
 except ImportError as exc:  # pragma: no cover - exercised by the install test
     raise missing("pydantic-ai", exc) from exc
