@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 from pydantic import PrivateAttr
 
@@ -120,7 +120,7 @@ def gated(
         agent=agent,
         name=tool.name,
         reversible=reversible,
-        wait=None if wait is UNSET else wait,  # type: ignore[arg-type]
+        wait=None if wait is UNSET else cast("float | None", wait),  # make_spec checks it
         reads=tuple(reads),
         schema=schema,
     )
