@@ -85,6 +85,8 @@ def test_a_core_install_runs_an_embedded_agent(core_venv: Path, tmp_path: Path) 
         (["queue", "list", "--database", "postgresql://nobody@127.0.0.1:9/x"], "postgres"),
         (["bench", "adapters", "--framework", "openai-agents", "-n", "50"], "openai-agents"),
         (["mcp", "proxy", "--agent", "a", "--", "true"], "mcp"),
+        (["bench", "adapters", "--framework", "crewai"], "crewai"),
+        (["bench", "adapters", "--framework", "pydantic-ai"], "pydantic-ai"),
     ],
 )
 def test_a_missing_extra_is_named_in_one_line(

@@ -16,6 +16,8 @@ EXTRAS = {
     "openai-agents": "the OpenAI Agents SDK integration",
     "langgraph": "the LangGraph / LangChain integration",
     "mcp": "the MCP gateway and @gated (the official MCP SDK)",
+    "crewai": "the CrewAI integration",
+    "pydantic-ai": "the PydanticAI integration",
 }
 
 
@@ -37,6 +39,8 @@ MODULES = {
     "openai-agents": ("agents",),
     "langgraph": ("langgraph", "langchain"),
     "mcp": ("mcp",),
+    "crewai": ("crewai",),
+    "pydantic-ai": ("pydantic_ai",),
 }
 
 

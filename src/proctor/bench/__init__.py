@@ -72,7 +72,7 @@ def bench_calls(rules: int, database: str | None, count: int, as_json: bool) -> 
 @click.option(
     "--framework",
     "-f",
-    type=click.Choice(["langgraph", "openai-agents", "mcp"]),
+    type=click.Choice(["langgraph", "openai-agents", "mcp", "crewai", "pydantic-ai"]),
     required=True,
     help="Which integration to measure.",
 )
