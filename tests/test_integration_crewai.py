@@ -23,9 +23,8 @@ os.environ.setdefault("CREWAI_TRACING_ENABLED", "false")  # else a first run ask
 # CrewAI needs mcp<2, so scripts/check runs this file in an environment of its own, where
 # it must be installed (PROCTOR_TEST_CREWAI=1); elsewhere it is skipped, not failed.
 if os.environ.get("PROCTOR_TEST_CREWAI") == "1":
-    import crewai  # noqa: F401
-else:
-    pytest.importorskip("crewai", reason="tested in its own environment by scripts/check")
+    assert importlib.util.find_spec("crewai") is not None, "CrewAI must be installed here"
+pytest.importorskip("crewai", reason="tested in its own environment by scripts/check")
 
 from crewai import Agent, Crew, Task
 from crewai.llms.base_llm import BaseLLM
