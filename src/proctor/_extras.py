@@ -13,6 +13,7 @@ EXTRAS = {
     "postgres": "PostgreSQL",
     "otel": "exporting traces (the OpenTelemetry SDK and OTLP exporter)",
     "notify": "sending notifications",
+    "drift": "drift monitors (proctor drift, the server's drift checks)",
 }
 
 
@@ -31,6 +32,7 @@ MODULES = {
     "postgres": ("psycopg",),
     "otel": ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http"),
     "notify": ("apprise",),
+    "drift": ("numpy",),
 }
 
 
