@@ -3,7 +3,8 @@
 Stored in ``proctor_controls``, keyed by agent or by ``agent/tool`` (a stage for one tool
 of an agent; ``/`` never occurs in a policy's names); every change bumps
 ``controls_epoch`` on the state row that each decision already reads inside its
-transaction, so every process on the database applies a kill from its very next decision, without polling anything.
+transaction, so every process on the database applies a kill from its very next
+decision, without polling anything.
 """
 
 from __future__ import annotations
