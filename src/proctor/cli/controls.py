@@ -49,9 +49,7 @@ def agent_group() -> None:
 @click.option("--reason", required=True)
 @click.option("--tool", default=None, help="Only this tool of the agent.")
 @database_option
-def set_stage(
-    agent: str, stage: int, reason: str, tool: str | None, database: str | None
-) -> None:
+def set_stage(agent: str, stage: int, reason: str, tool: str | None, database: str | None) -> None:
     """Set an agent's (or one tool's) autonomy stage (1 assisted .. 4 strategic), over the
     policy's; this is how a person restores a stage a drift monitor lowered."""
     with Proctor(database) as px:
@@ -85,7 +83,5 @@ def agent_list(database: str | None) -> None:
         )
         for key, tool_stage in sorted(current.stages.items()):
             if key.startswith(f"{name}/"):
-                table.add_row(
-                    f"  {key}", "", f"{tool_stage} ({controls.STAGES[tool_stage]})", ""
-                )
+                table.add_row(f"  {key}", "", f"{tool_stage} ({controls.STAGES[tool_stage]})", "")
     out.print(table)

@@ -6,12 +6,6 @@ detect (a test against a threshold fitted for a stated false-alarm rate), respon
 person re-baselines with ``proctor drift reset`` or ``calibrate --apply``).
 
 Runs in the server's loop and in ``proctor drift check``, never on a decision's path, and
-needs the ``drift`` extra (numpy); ``import proctor`` does not load it.
+needs the ``drift`` extra (numpy); ``import proctor`` does not load it. The modules are
+imported one by one: ``views`` (what the console and API show) needs no numpy.
 """
-
-from __future__ import annotations
-
-from .monitor import Detection, DriftMonitor
-from .views import history, points, status
-
-__all__ = ["Detection", "DriftMonitor", "history", "points", "status"]

@@ -266,8 +266,13 @@ class DriftMonitor:
                 m.tool,
                 target["to"],
                 by,
-                {"drift.detected": rec.id, "seq": rec.seq, "monitor": m.id,
-                 "statistic": point.statistic, "threshold": point.threshold},
+                {
+                    "drift.detected": rec.id,
+                    "seq": rec.seq,
+                    "monitor": m.id,
+                    "statistic": point.statistic,
+                    "threshold": point.threshold,
+                },
             )
         self._alert(tx, m, point, targets)
         return Detection(m.id, point.statistic, point.threshold, rec.seq, response)
