@@ -137,7 +137,9 @@ def test_a_detection_alerts_lowers_the_tool_stage_everywhere_and_only_a_person_r
 
     # the detector may not restore; a person (an admin over the API) may
     with pytest.raises(Forbidden):
-        controls.set_stage(px.store, "bot", 3, "looks fine", by="drift:refund-amount", tool="refund")
+        controls.set_stage(
+            px.store, "bot", 3, "looks fine", by="drift:refund-amount", tool="refund"
+        )
     admin = create_token(px.store, role="admin", name="root")[1]
     reviewer = create_token(px.store, role="reviewer", name="ana", queues=["ops"])[1]
     client = AppClient(create_app(px, sweep=False))
@@ -201,8 +203,11 @@ def test_monitor_state_survives_a_restart(px: Proctor) -> None:
         assert len(DriftMonitor(again.store).check()) == 1
     with Proctor(px.database) as third:
         assert DriftMonitor(third.store).check() == []  # old data is not alerted again
-        [row] = [r for r in status(third.store, DriftMonitor(third.store).monitors())
-                 if r["id"] == "refund-amount"]
+        [row] = [
+            r
+            for r in status(third.store, DriftMonitor(third.store).monitors())
+            if r["id"] == "refund-amount"
+        ]
         assert row["status"] == "drift"
         DriftMonitor(third.store).reset("refund-amount", "ops-lead", "new refund policy")
         assert [h["kind"] for h in history(third.store, "refund-amount")] == [
