@@ -59,7 +59,7 @@ def check(as_json: bool, database: str | None) -> None:
             f"[red]drift[/] {escape(x.monitor)}: {x.statistic:.4g} over {x.threshold:.4g}"
             f"{escape(lowered)}"
         )
-    out.print(f"{len(found)} detections")
+    out.print(f"{len(found)} detection{'' if len(found) == 1 else 's'}")
 
 
 @drift.command("status")
