@@ -111,8 +111,8 @@ CASES: list[tuple[str, str, str, Callable[[np.random.Generator, int, int], Any],
     ("categorical", "js", "gradual", categorical, 2000),
     ("text", "length", "abrupt", text, 3 * WINDOW),
     ("text", "vocab", "abrupt", text, 3 * WINDOW),
-    ("rate", "cusum", "abrupt", lambda r, t, ramp: rate(r, t, 0.05, 0.10, ramp), 1500),
-    ("rate", "cusum", "gradual", lambda r, t, ramp: rate(r, t, 0.05, 0.15, ramp), 2500),
+    ("rate", "cusum", "abrupt", lambda r, t, ramp: rate(r, t, 0.05, 0.10, ramp), 2500),
+    ("rate", "cusum", "gradual", lambda r, t, ramp: rate(r, t, 0.05, 0.15, ramp), 3000),
 ]
 
 

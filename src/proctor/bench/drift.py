@@ -26,6 +26,7 @@ REFERENCE = 2000
 ALPHA = 0.01
 CATS = ["billing", "shipping", "refund", "other"]
 WORDS = ["order", "refund", "late", "parcel", "address", "invoice", "card", "thanks"]
+NEW = ["chargeback", "fraud", "lawyer", "dispute"]
 
 Gen = Callable[[np.random.Generator, int, bool], list[Any]]
 
@@ -40,8 +41,12 @@ def _categorical(rng: np.random.Generator, n: int, moved: bool) -> list[Any]:
 
 
 def _text(rng: np.random.Generator, n: int, moved: bool) -> list[Any]:
+    """Short messages; after the change longer ones, a third of them about something new."""
     sizes = rng.integers(5, 15, n) + (rng.integers(0, 8, n) if moved else 0)
-    return [" ".join(rng.choice(WORDS, int(k))) for k in sizes]
+    fresh = rng.random(n) < (0.33 if moved else 0.0)
+    return [
+        " ".join(rng.choice(NEW if f else WORDS, int(k))) for k, f in zip(sizes, fresh, strict=True)
+    ]
 
 
 def _rate(rng: np.random.Generator, n: int, moved: bool) -> list[Any]:
@@ -155,7 +160,7 @@ monitors:
 
 
 def bench_drift(stable: int, trials: int, log_events: int) -> dict[str, Any]:
-    refs = 4
+    refs = 8
     return {
         "bench": "drift",
         "stable_events": stable,

@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 from . import stats
 
 PER = 10_000  # a CUSUM's false-alarm rate is per this many events
-MARGIN = 0.5
+MARGIN = 0.25
 _STREAMS = 300  # simulated stable streams a CUSUM threshold is fitted on
 _CELLS = 2_000_000  # split rows x values held at once
 
@@ -127,16 +127,22 @@ def split_threshold(
 
 
 def cusum_thresholds(
-    p0: float, shift: float, alpha: float, rng: np.random.Generator
+    ones: int, n: int, shift: float, alpha: float, rng: np.random.Generator
 ) -> tuple[float, float]:
     """(upward, downward) thresholds: each detector gets half of ``alpha`` per ``PER``.
 
-    The largest value a CUSUM reaches over a horizon has an exponential tail, so a few
-    hundred simulated streams fit it: the empirical quantile when enough streams exceed
-    it, else the exponential tail fitted to the top fifth, extrapolated to ``alpha``.
+    The reference rate is itself an estimate from ``n`` events: a rate a little higher
+    than the estimate would push the upward CUSUM over a threshold fitted on the estimate
+    alone. So each simulated stream runs at a rate drawn from what the reference allows
+    (Beta(ones + 1, n - ones + 1)), while the detector uses the estimate. The largest value
+    a CUSUM reaches over a horizon has an exponential tail, so a few hundred streams fit
+    it: the empirical quantile when enough streams exceed it, else the exponential tail
+    fitted to the top fifth, extrapolated to ``alpha``.
     """
+    p0 = reference_rate(ones, n)
     up, down = stats.cusum_steps(p0, shift)
-    events = (rng.random((_STREAMS, PER)) < p0).astype(np.int8)
+    rates = rng.beta(ones + 1, n - ones + 1, size=(_STREAMS, 1))
+    events = (rng.random((_STREAMS, PER)) < rates).astype(np.int8)
     return _tail(stats.cusum_max(events, up), alpha / 2), _tail(
         stats.cusum_max(events, down), alpha / 2
     )
@@ -152,6 +158,6 @@ def _tail(peaks: NDArray[np.float64], p: float) -> float:
     return u + float(excess.mean()) * math.log(0.2 / p)
 
 
-def reference_rate(events: Sequence[float]) -> float:
+def reference_rate(ones: float, n: int) -> float:
     """The reference rate, kept off 0 and 1 (Laplace): a CUSUM needs both outcomes possible."""
-    return (sum(events) + 1) / (len(events) + 2)
+    return (ones + 1) / (n + 2)

@@ -135,12 +135,14 @@ class Detector:
             ref = [stats.novelty(t, self._vocab) for t in ref[half:]]
             st["ref"] = ref
         if self.test == "cusum":
-            p0 = calibrate.reference_rate(ref)
-            st["p0"] = p0
+            ones = int(sum(ref))
+            st["p0"] = calibrate.reference_rate(ones, len(ref))
             if m.threshold is not None:
                 st["h"] = [m.threshold, m.threshold]
             else:
-                fitted = calibrate.cusum_thresholds(p0, m.shift, m.false_alarm_rate, self._rng)
+                fitted = calibrate.cusum_thresholds(
+                    ones, len(ref), m.shift, m.false_alarm_rate, self._rng
+                )
                 st["h"] = list(fitted)
             st["s"] = [0.0, 0.0]
             st["ref"] = [sum(ref), len(ref)]  # a rate's reference is its counts
