@@ -224,6 +224,12 @@ def test_two_checkers_on_one_database_apply_a_round_once(px: Proctor) -> None:
     first, second = DriftMonitor(px.store), DriftMonitor(px.store)
     found = first.check() + second.check()
     assert len(found) == 1 and len(kinds(px, "drift.detected")) == 1
+    # a monitor that leaves the policy leaves no alert firing
+    px.policy.apply(policy().split("monitors:")[0])
+    assert first.check() == []
+    [resolved] = kinds(px, "alert.resolved")
+    assert resolved["alert"] == "drift:refund-amount"
+    assert resolved["reason"] == "the monitor left the policy"
 
 
 @pytest.mark.parametrize(

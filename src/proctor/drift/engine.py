@@ -78,7 +78,7 @@ class Detector:
             return None
         return float(raw)
 
-    def _current_value(self, value: Any) -> Any:
+    def current_value(self, value: Any) -> Any:
         """A text's novelty against the reference vocabulary once that is frozen."""
         if self.test == "vocab" and isinstance(value, str):
             if self._vocab is None:
@@ -162,7 +162,7 @@ class Detector:
         st = self.state
         if not st["cur"]:
             st["cur_from"] = [event.seq, event.ts]
-        st["cur"].append(self._current_value(event.value))
+        st["cur"].append(self.current_value(event.value))
         if len(st["cur"]) < self.monitor.window:
             return []
         value = calibrate.statistic(self.test, st["ref"], st["cur"])

@@ -86,7 +86,7 @@ def fit(
         report["threshold"] = state["threshold"]
         windows = [events[i : i + m.window] for i in range(0, len(events), m.window)]
         full = [w for w in windows if len(w) == m.window]
-        current = [[detector._current_value(v) for _, _, v in w] for w in full]
+        current = [[detector.current_value(v) for _, _, v in w] for w in full]
         above = sum(
             1 for w in current if calibrate.statistic(m.test_, state["ref"], w) > state["threshold"]
         )

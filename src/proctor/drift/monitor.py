@@ -26,6 +26,7 @@ from ..policy import CompiledPolicy, compile_policy
 from ..policy.lifecycle import active_source
 from ..policy.monitors import Monitor
 from ..store import Store, WriteTx
+from ..store.tables import alerts as alerts_table
 from ..store.tables import audit_log
 from ..store.tables import drift as drift_table
 from ..telemetry.notifications import enqueue
@@ -87,6 +88,14 @@ class DriftMonitor:
         policy = self.active_policy()
         monitors = list(policy.document.monitors) if policy is not None else []
         if not monitors or policy is None:
+            query = sa.select(alerts_table.c.id).where(
+                alerts_table.c.state == "firing", alerts_table.c.id.startswith(ALERT_PREFIX)
+            )
+            with self.store.read() as conn:
+                firing = conn.execute(query.limit(1)).first()
+            if firing:
+                with self.store.write() as tx:
+                    self._retire(tx, set())
             return []
         rows = self._rows(monitors)
         detectors: dict[str, tuple[Detector, int, int]] = {}
@@ -95,6 +104,7 @@ class DriftMonitor:
             state = orjson.loads(row["state"])
             detectors[m.id] = (Detector(m, state), row["cursor"], row["revision"])
         points: dict[str, list[Point]] = {m.id: [] for m in monitors}
+        fed = dict.fromkeys(points, 0)
         start = min(cursor for _, cursor, _ in detectors.values())
         wanted = sorted({k for m in monitors for k in signals.kinds(m)})
         last = start
@@ -115,17 +125,39 @@ class DriftMonitor:
                 field = m.change_point or (m.reference.field if m.reference.version else None)
                 event = Event(seq, float(record["ts"]), value, signals.version(record, field))
                 points[m.id].extend(detector.feed(event))
+                fed[m.id] += 1
         found: list[Detection] = []
         targets = dict(policy.document.notify)
         with self.store.write() as tx:
             for m in monitors:
                 detector, cursor, revision = detectors[m.id]
+                if not fed[m.id]:  # nothing for it: move the cursor, leave the state
+                    tx.sql(
+                        "UPDATE proctor_drift SET cursor = ?, revision = revision + 1"
+                        " WHERE id = ? AND revision = ?",
+                        (max(cursor, last), m.id, revision),
+                    )
+                    continue
                 if not self._save(tx, m, detector, max(cursor, last), revision, points[m.id]):
                     continue  # another process applied this round first
                 for point in points[m.id]:
                     if point.detected:
                         found.append(self._respond(tx, m, point, policy, targets))
+            self._retire(tx, {m.id for m in monitors})
         return found
+
+    @staticmethod
+    def _retire(tx: WriteTx, active: set[str]) -> None:
+        """Resolve the alert of a monitor the policy no longer has."""
+        firing = tx.sql(
+            "SELECT id FROM proctor_alerts WHERE state = 'firing' AND id LIKE ?",
+            (ALERT_PREFIX + "%",),
+        ).fetchall()
+        for (alert_id,) in firing:
+            if alert_id.removeprefix(ALERT_PREFIX) not in active:
+                resolve_alert(
+                    tx, alert_id.removeprefix(ALERT_PREFIX), "the monitor left the policy"
+                )
 
     def _rows(self, monitors: list[Monitor]) -> dict[str, dict[str, Any]]:
         """Each monitor's stored row; created (or started afresh when its spec changed)."""
@@ -374,12 +406,14 @@ class DriftMonitor:
             resolve_alert(tx, m.id)
 
 
-def resolve_alert(tx: WriteTx, monitor_id: str) -> None:
+def resolve_alert(
+    tx: WriteTx, monitor_id: str, reason: str = "the monitor was re-baselined"
+) -> None:
     alert_id = ALERT_PREFIX + monitor_id
     row = tx.sql("SELECT state FROM proctor_alerts WHERE id = ?", (alert_id,)).fetchone()
     if row is not None and row[0] == "firing":
         now = _clock.now()
-        tx.append("alert.resolved", {"alert": alert_id, "reason": "the monitor was re-baselined"})
+        tx.append("alert.resolved", {"alert": alert_id, "reason": reason})
         tx.sql(
             "UPDATE proctor_alerts SET state = 'ok', since = ?, checked_at = ? WHERE id = ?",
             (now, now, alert_id),
