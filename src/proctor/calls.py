@@ -17,7 +17,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from ._errors import ConfigError, Conflict, Denied, InDoubt, StillRunning
+from ._errors import ConfigError, Conflict, DeadlineExceeded, Denied, InDoubt, StillRunning
 from .approvals import (
     CLAIM_WAIT,
     Granted,
@@ -33,7 +33,6 @@ from .gate import RUN_HELD, CallOutcome, Verdict
 from .healing import (
     RECOVERED_BY_LOOKUP,
     RECOVERED_BY_RETRY,
-    DeadlineExceeded,
     Healing,
     breaker_refused,
     fallback_for,
