@@ -204,3 +204,38 @@ def test_statistics_grow_with_the_difference() -> None:
     assert stats.js(same, same) < 1e-3 < stats.js(same, ["c"] * 100)
     assert stats.proportion_z([0.0] * 100, [0.0] * 100) == 0.0
     assert stats.z_threshold(0.05) == pytest.approx(1.95996, abs=1e-4)
+
+
+def test_a_model_change_that_moves_confidence_is_detected_one_that_does_not_is_not() -> None:
+    """A numeric signal compared before and after each ``context.model`` change."""
+    m = Monitor.model_validate(
+        {
+            "id": "confidence-by-model",
+            "agent": "bot",
+            "signal": "context.confidence",
+            "test": "ks",
+            "window": 300,
+            "change_point": "context.model",
+            "false_alarm_rate": 0.01,
+        }
+    )
+    rng = np.random.default_rng(9)
+    detector = Detector(m)
+    stream = [("m1", 0.85)] * 600 + [("m2", 0.85)] * 400 + [("m3", 0.75)] * 400
+    found: list[Point] = []
+    for i, (model, mean) in enumerate(stream):
+        value = float(np.clip(rng.normal(mean, 0.05), 0, 1))
+        found.extend(detector.feed(Event(i + 1, float(i), value, model)))
+    assert [p.detected for p in found] == [False, True]
+    assert found[1].evidence["change_point"]["from"] == "m2"
+    assert found[1].evidence["before"]["n"] == found[1].evidence["after"]["n"] == 300
+
+
+def test_a_reference_can_be_the_first_events_of_a_version() -> None:
+    m = monitor("numeric", "ks", reference={"events": 500, "version": "v2", "field": "context.v"})
+    detector = Detector(m)
+    for i in range(700):
+        version = "v1" if i < 200 else "v2"
+        detector.feed(Event(i + 1, float(i), float(i), version))
+    assert detector.state["phase"] == "watching"
+    assert detector.state["ref_from"][0] == 201 and len(detector.state["ref"]) == 500
