@@ -217,6 +217,18 @@ def test_monitor_state_survives_a_restart(px: Proctor) -> None:
         assert kinds(third, "alert.resolved")[-1]["alert"] == "drift:refund-amount"
 
 
+def test_a_changed_monitor_starts_afresh(px: Proctor) -> None:
+    px.policy.apply(policy())
+    refunds(px, 500, 50.0, seed=1)
+    assert DriftMonitor(px.store).check() == []
+    assert len(points(px.store, "refund-amount")) == 2
+    px.policy.apply(
+        policy().replace("window: 100", "window: 50").replace("events: 300", "events: 400")
+    )
+    assert DriftMonitor(px.store).check() == []
+    assert len(points(px.store, "refund-amount")) == 2  # windows of 50 after 400 events
+
+
 def test_two_checkers_on_one_database_apply_a_round_once(px: Proctor) -> None:
     px.policy.apply(policy())
     refunds(px, 300, 50.0, seed=1)

@@ -166,7 +166,8 @@ class DriftMonitor:
         stale = [m for m in monitors if m.id not in rows or rows[m.id]["spec"] != spec_digest(m)]
         if stale:
             with self.store.write() as tx:
-                for m in stale:
+                for m in stale:  # new, or watching something else now: from the log's start
+                    tx.sql("DELETE FROM proctor_drift_points WHERE monitor = ?", (m.id,))
                     self._reset_row(tx, m, cursor=0)
             with self.store.read() as conn:
                 rows = {r["id"]: dict(r) for r in conn.execute(sa.select(drift_table)).mappings()}
