@@ -18,6 +18,7 @@ EXTRAS = {
     "mcp": "the MCP gateway and @gated (the official MCP SDK)",
     "crewai": "the CrewAI integration",
     "pydantic-ai": "the PydanticAI integration",
+    "drift": "drift monitors (proctor drift, the server's drift checks)",
 }
 
 
@@ -41,6 +42,7 @@ MODULES = {
     "mcp": ("mcp",),
     "crewai": ("crewai",),
     "pydantic-ai": ("pydantic_ai",),
+    "drift": ("numpy",),
 }
 
 

@@ -51,6 +51,12 @@ SETTINGS: tuple[Setting, ...] = (
         "How often a server checks the policy's alerts (seconds).",
     ),
     Setting(
+        "drift_check_seconds",
+        "PROCTOR_DRIFT_CHECK_SECONDS",
+        "60",
+        "How often a server reads the log for the policy's drift monitors (seconds).",
+    ),
+    Setting(
         "pool_size",
         "PROCTOR_POOL_SIZE",
         "5",

@@ -1,8 +1,10 @@
 """Runtime controls over agents: the kill switch and autonomy-stage overrides.
 
-Stored in ``proctor_controls``; every change bumps ``controls_epoch`` on the state row that
-each decision already reads inside its transaction, so every process on the database
-applies a kill from its very next decision, without polling anything.
+Stored in ``proctor_controls``, keyed by agent or by ``agent/tool`` (a stage for one tool
+of an agent; ``/`` never occurs in a policy's names); every change bumps
+``controls_epoch`` on the state row that each decision already reads inside its
+transaction, so every process on the database applies a kill from its very next
+decision, without polling anything.
 """
 
 from __future__ import annotations
@@ -10,10 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from . import _clock
-from ._errors import InvalidRequest
+from ._errors import Forbidden, InvalidRequest
 from .store import Store, WriteTx
 
 ALL = "*"
+DETECTOR = "drift:"  # the ``by`` of a change a drift monitor made: it may only lower a stage
 STAGES = {1: "assisted", 2: "guided", 3: "controlled autonomy", 4: "strategic autonomy"}
 
 
@@ -27,6 +30,19 @@ class Controls:
         if reason is None:
             reason = self.killed.get(ALL)
         return reason
+
+    def stage_for(self, agent: str, tool: str) -> int | None:
+        """The stage in force for one tool of an agent: the lower of the agent's and the
+        tool's overrides, or None when neither is set."""
+        if not self.stages:
+            return None
+        found = [s for s in (self.stages.get(agent), self.stages.get(scope(agent, tool))) if s]
+        return min(found) if found else None
+
+
+def scope(agent: str, tool: str | None) -> str:
+    """The controls key of an agent, or of one of its tools."""
+    return agent if tool is None else f"{agent}/{tool}"
 
 
 def load(tx: WriteTx) -> Controls:
@@ -83,17 +99,69 @@ def revive(store: Store, agent: str | None, by: str | None = None) -> None:
         tx.append("control.revive", {"target": target, "by": by}, agent=agent)
 
 
-def set_stage(store: Store, agent: str, stage: int, reason: str, by: str | None = None) -> None:
+def set_stage(
+    store: Store,
+    agent: str,
+    stage: int,
+    reason: str,
+    by: str | None = None,
+    *,
+    tool: str | None = None,
+) -> None:
+    """Set a stage: a person's act. A detector (``by`` starting ``drift:``) may not raise
+    one: restoring autonomy takes a human or the promotion gate."""
     if isinstance(stage, bool) or not isinstance(stage, int) or stage not in STAGES:
         raise InvalidRequest(
             f"stage must be 1, 2, 3 or 4 ({', '.join(STAGES.values())}), got {stage!r}"
         )
     if not reason or not reason.strip():
         raise InvalidRequest("a stage change needs a reason (--reason): it is logged")
+    key = scope(agent, tool)
     with store.write() as tx:
-        _upsert(tx, agent, by, stage=stage)
-        tx.append(
-            "control.stage",
-            {"stage": stage, "name": STAGES[stage], "reason": reason.strip(), "by": by},
-            agent=agent,
-        )
+        if by is not None and by.startswith(DETECTOR):
+            row = tx.sql("SELECT stage FROM proctor_controls WHERE agent = ?", (key,)).fetchone()
+            if row is None or row[0] is None or stage > int(row[0]):
+                raise Forbidden(
+                    "a drift monitor may lower autonomy, never restore it: a person"
+                    " (proctor agent set-stage) or the promotion gate does"
+                )
+        _upsert(tx, key, by, stage=stage)
+        body: dict[str, object] = {
+            "stage": stage,
+            "name": STAGES[stage],
+            "reason": reason.strip(),
+            "by": by,
+        }
+        if tool is not None:
+            body["tool"] = tool
+        tx.append("control.stage", body, agent=agent, tool=tool)
+
+
+def lower_stage(
+    tx: WriteTx,
+    agent: str,
+    tool: str | None,
+    target: int,
+    by: str,
+    evidence: dict[str, object],
+) -> tuple[int | None, int] | None:
+    """Lower the stage of an agent (or one of its tools) to ``target`` inside ``tx``,
+    logged with ``evidence``; (from, to), or None when it is already at or below it.
+    ``from`` is None when no override was set (the policy's stage was in force)."""
+    key = scope(agent, tool)
+    row = tx.sql("SELECT stage FROM proctor_controls WHERE agent = ?", (key,)).fetchone()
+    current = None if row is None or row[0] is None else int(row[0])
+    if current is not None and current <= target:
+        return None
+    _upsert(tx, key, by, stage=target)
+    body: dict[str, object] = {
+        "stage": target,
+        "name": STAGES[target],
+        "reason": f"drift detected by monitor {by.removeprefix(DETECTOR)}",
+        "by": by,
+        "evidence": evidence,
+    }
+    if tool is not None:
+        body["tool"] = tool
+    tx.append("control.stage", body, agent=agent, tool=tool)
+    return current, target

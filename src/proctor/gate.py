@@ -215,7 +215,7 @@ class Gate:
         policy: CompiledPolicy | None = None
         controls = self.controls_for(tx)
         stopped = controls.kill_reason(action.agent)
-        stage = controls.stages.get(action.agent)
+        stage = controls.stage_for(action.agent, action.tool)
         shadow: dict[str, Any] | None = None
         # Refusals made before evaluation still load the policy: its ``sensitive:`` paths
         # mask what is stored of the action.
@@ -411,7 +411,7 @@ class Gate:
             return refuse(f"the active policy cannot be used: {exc}", NO_POLICY, tx.policy_version)
         if policy is None:
             return refuse("no policy has been applied; everything is denied", NO_POLICY, None)
-        return evaluate(policy, action, self.controls_for(tx).stages.get(action.agent))
+        return evaluate(policy, action, self.controls_for(tx).stage_for(action.agent, action.tool))
 
     def _usable_policy(self, tx: WriteTx) -> CompiledPolicy | None:
         try:

@@ -55,6 +55,23 @@ def bench_gate(rules: int, database: str | None, count: int, as_json: bool, trac
     _print_json(run(rules=rules, database=database, n=count))
 
 
+@bench.command("drift")
+@click.option("--stable", type=click.IntRange(min=10_000), default=100_000, show_default=True)
+@click.option("--trials", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--log", "log_events", type=click.IntRange(min=0), default=10_000, show_default=True)
+@json_flag
+def bench_drift(stable: int, trials: int, log_events: int, as_json: bool) -> None:
+    """Drift detectors: false alarms per 10,000 stable events, detection delay (events)
+    after an abrupt change, events/s; and a monitor reading a real log."""
+    try:
+        from .drift import bench_drift as run
+    except ImportError as exc:
+        from .._extras import missing
+
+        raise missing("drift", exc) from None
+    _print_json(run(stable=stable, trials=trials, log_events=log_events))
+
+
 @bench.command("calls")
 @rules_option
 @database_option

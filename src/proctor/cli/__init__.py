@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("demo", "demo", "A support desk under oversight, with its console."),
     "alerts": ("monitor", "alerts", "The policy's alerts and the notifications they send."),
     "problems": ("monitor", "problems", "What to act on first, ranked."),
+    "drift": ("drift", "drift", "Drift monitors: check, status, history, calibrate, reset."),
     "kpi": ("monitor", "kpi", "Workflow KPIs: completion, latency, escalation, cost, SLA."),
     "kill": ("controls", "kill", "Stop an agent everywhere."),
     "revive": ("controls", "revive", "Undo a kill."),

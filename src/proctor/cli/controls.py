@@ -47,15 +47,18 @@ def agent_group() -> None:
 @click.argument("agent")
 @click.argument("stage", type=int)
 @click.option("--reason", required=True)
+@click.option("--tool", default=None, help="Only this tool of the agent.")
 @database_option
-def set_stage(agent: str, stage: int, reason: str, database: str | None) -> None:
-    """Set an agent's autonomy stage (1 assisted .. 4 strategic), over the policy's."""
+def set_stage(agent: str, stage: int, reason: str, tool: str | None, database: str | None) -> None:
+    """Set an agent's (or one tool's) autonomy stage (1 assisted .. 4 strategic), over the
+    policy's; this is how a person restores a stage a drift monitor lowered."""
     with Proctor(database) as px:
         policy = px.policy.active()
         if policy is not None and agent not in policy.agents:
             raise InvalidRequest(f"agent {agent!r} is not declared in the active policy")
-        controls.set_stage(px.store, agent, stage, reason, by="cli")
-    out.print(f"{agent} is at stage {stage} ({controls.STAGES[stage]})")
+        controls.set_stage(px.store, agent, stage, reason, by="cli", tool=tool)
+    where = f"{agent}/{tool}" if tool else agent
+    out.print(f"{where} is at stage {stage} ({controls.STAGES[stage]})")
 
 
 @agent_group.command("list")
@@ -78,4 +81,7 @@ def agent_list(database: str | None) -> None:
             f"{stage} ({controls.STAGES[stage]})",
             f"stopped: {stopped}" if stopped else "running",
         )
+        for key, tool_stage in sorted(current.stages.items()):
+            if key.startswith(f"{name}/"):
+                table.add_row(f"  {key}", "", f"{tool_stage} ({controls.STAGES[tool_stage]})", "")
     out.print(table)

@@ -131,6 +131,11 @@ def _report(px: Proctor, summary: Summary, started: float) -> None:
         f"  the policy changed {summary.policies - 1} times; the order service had an outage"
         " five days ago, and it is failing again now, under a surge of shipping questions"
     )
+    if summary.drift:
+        out.print(
+            f"  refunds drifted four days ago: {summary.drift} drift detection(s), the refund"
+            " tool's stage lowered (proctor drift status)"
+        )
 
 
 def _waiting(live: list[LiveRefund]) -> None:

@@ -4,6 +4,8 @@ The agent works a seeded stream of tickets with a daily and weekly rhythm (local
 reviewers answer its items the way a staffed desk does (quickly by day, slowly at night
 and at weekends), the policy changes twice, the order service has one outage in the
 middle and is failing again at the end, under a surge of "where is my order" tickets.
+Four days before the end the ticket mix shifts (more refunds, larger ones): the policy's
+drift monitors, checked hourly as cron would, see it and lower the refund tool's stage.
 Everything runs through the real SDK under ``_clock.simulated``, so each record carries
 the time it would have had. The same seed and end time give the same log, apart from
 random ids, the measured durations of tool calls, and which replies the gate samples for
@@ -26,6 +28,7 @@ import sqlalchemy as sa
 
 from .. import _clock
 from .._errors import ToolFailed
+from ..drift.monitor import DriftMonitor
 from ..sdk import Proctor
 from ..store.tables import review_items
 from ..telemetry.alerts import AlertMonitor
@@ -38,6 +41,8 @@ HOURLY = (0.1, 0.08, 0.06, 0.06, 0.08, 0.15, 0.35, 0.7, 1.2, 1.6, 1.7, 1.6,
           1.2, 1.4, 1.5, 1.5, 1.3, 1.0, 0.8, 0.7, 0.6, 0.45, 0.3, 0.18)  # fmt: skip
 WEEKDAY = (1.3, 1.1, 1.0, 1.0, 0.9, 0.45, 0.35)
 SURGE_WEIGHTS = (10, 75, 5, 5, 5)  # a courier's outage: mostly "where is my order?"
+DRIFT_WEIGHTS = (60, 10, 10, 10, 10)  # after a price change: refunds, and larger ones
+DRIFT_AMOUNTS = 2.5
 SETTLE = 10 * MINUTE  # reviewers have answered everything older than this by the end
 
 
@@ -79,6 +84,7 @@ class Summary:
     agent: Tally = field(default_factory=Tally)
     reviews: Tally = field(default_factory=Tally)
     policies: int = 0
+    drift: int = 0  # detections by the drift monitors
     start: float = 0.0
     end: float = 0.0
 
@@ -172,6 +178,10 @@ class Scenario:
             return 0.4
         return 0.02
 
+    def drift_from(self) -> float:
+        """When the ticket mix shifts and refunds grow."""
+        return local_time(self.end, self._day(4), 8.0)
+
     def policies(self) -> list[tuple[float, str, str]]:
         """(when, text, message): the policy as it was first, then its two changes."""
         final = files("proctor.demo").joinpath("policy.yaml").read_text(encoding="utf-8")
@@ -192,7 +202,18 @@ class Scenario:
             surge_from + rng.random() * (self.end - surge_from)
             for _ in range(_poisson(rng, self.surge_per_hour * self.surge_hours))
         )
-        stream = list(zip(times, generate(len(times), self.seed + 1), strict=True))
+        usual = generate(len(times), self.seed + 1)
+        shifted = generate(len(times), self.seed + 3, DRIFT_WEIGHTS)
+        drift_from = self.drift_from()
+        stream = [
+            (
+                t,
+                ticket
+                if t < drift_from
+                else {**new, "amount": round(new["amount"] * DRIFT_AMOUNTS, 2)},
+            )
+            for t, ticket, new in zip(times, usual, shifted, strict=True)
+        ]
         stream += zip(surge, generate(len(surge), self.seed + 2, SURGE_WEIGHTS), strict=True)
         stream.sort(key=lambda pair: pair[0])
         return [(t, {**ticket, "id": f"T-{10001 + n}"}) for n, (t, ticket) in enumerate(stream)]
@@ -234,9 +255,11 @@ class History:
         t = s.end - HOUR
         while t > alerts_from:  # cron ran `proctor alerts check` hourly; the last, an hour ago
             self.at(t, "alerts")
+            self.at(t + MINUTE, "drift")  # and `proctor drift check`
             t -= HOUR
         self.model = train(load_tickets())
         self.monitor = AlertMonitor(self.px.store)
+        self.drift = DriftMonitor(self.px.store)
         with _clock.simulated(self.clock):
             while self.events:
                 when, _, kind, payload = heapq.heappop(self.events)
@@ -319,7 +342,9 @@ class History:
             amount = item.args.get("amount")
             if queue == "billing" and r >= 0.78 and isinstance(amount, float):
                 half = round(amount / 2, 2)
-                reviews.edit(item_id, by=by, args={"amount": half}, note="partial refund")
+                edited = reviews.edit(item_id, by=by, args={"amount": half}, note="partial refund")
+                if edited.status == "pending":  # at stage 2 an edit is approved as well
+                    reviews.approve(item_id, by=by)
                 tally.add("edited")
             else:
                 reviews.approve(item_id, by=by)
@@ -351,6 +376,9 @@ class History:
 
     def _alerts(self, _: None) -> None:
         self.monitor.check()
+
+    def _drift(self, _: None) -> None:
+        self.summary.drift += len(self.drift.check())
 
 
 def backdate(

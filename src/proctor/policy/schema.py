@@ -24,6 +24,8 @@ from pydantic import (
 )
 
 from .durations import parse_duration as parse_duration  # still importable from here
+from .monitors import Monitor
+from .monitors import problems as monitor_problems
 from .source import KEY, Located
 
 DecisionName = Literal["allow", "deny", "review"]
@@ -355,6 +357,7 @@ class PolicyDocument(_Model):
     tools: dict[ToolName, ToolHealing] = {}
     tests: list[PolicyTest] = []
     webhooks: list[Webhook] = []
+    monitors: list[Monitor] = []
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
@@ -500,6 +503,7 @@ def _check_references(doc: PolicyDocument, located: Located) -> None:
     _check_alerts(doc, located)
     _check_healing(doc, located)
     _check_webhooks(doc, located)
+    _check_monitors(doc, located)
     for i, sensitive in enumerate(doc.sensitive):
         head = sensitive.split(".", 1)[0]
         if head not in ("args", "context") or "." not in sensitive:
@@ -575,3 +579,16 @@ def _check_webhooks(doc: PolicyDocument, located: Located) -> None:
         for j, queue in enumerate(hook.queues):
             if queue not in doc.queues and queue != "default":
                 raise located.error(("webhooks", i, "queues", j), f"unknown queue '{queue}'")
+
+
+def _check_monitors(doc: PolicyDocument, located: Located) -> None:
+    seen: set[str] = set()
+    for i, monitor in enumerate(doc.monitors):
+        if monitor.id in seen:
+            raise located.error(("monitors", i, "id"), f"duplicate monitor id '{monitor.id}'")
+        seen.add(monitor.id)
+        if monitor.agent not in doc.agents:
+            raise located.error(("monitors", i, "agent"), f"unknown agent '{monitor.agent}'")
+        for path, message in monitor_problems(monitor, set(doc.notify)):
+            where = tuple(int(p) if p.isdigit() else p for p in path)
+            raise located.error(("monitors", i, *where), message)

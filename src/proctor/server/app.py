@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -31,6 +32,7 @@ from .._errors import (
     TooManyRequests,
     status_of,
 )
+from .._extras import missing
 from .._settings import float_setting, int_setting, setting
 from ..sdk import Proctor
 from ..telemetry.alerts import AlertMonitor
@@ -42,6 +44,7 @@ from .console import console, console_error, login_needed
 from .console_base import LoginNeeded
 
 DEFAULT_MAX_BODY = 1 << 20
+log = logging.getLogger(__name__)
 SWEEP_SECONDS = 5.0
 DELIVER_SECONDS = 1.0
 
@@ -116,6 +119,7 @@ def create_app(
     """The server for one embedded Proctor (its database)."""
     verifier = TokenVerifier(px.store)
     alert_every = float_setting("alert_check_seconds")  # a bad value stops the start, loudly
+    drift_every = float_setting("drift_check_seconds")
     tally = refusals.RefusalTally(
         float_setting("refusal_window_seconds"), int_setting("refusal_limit")
     )
@@ -135,6 +139,7 @@ def create_app(
             tasks += [
                 asyncio.create_task(_sweeper(px)),
                 asyncio.create_task(_alerting(px, alert_every)),
+                asyncio.create_task(_drifting(px, drift_every)),
                 asyncio.create_task(_delivering(px)),
             ]
         yield
@@ -221,8 +226,10 @@ def create_app(
         return ORJSONResponse({"ok": True})
 
     from .api import router
+    from .drift_api import router as drift_router
 
     app.include_router(router)
+    app.include_router(drift_router)
     app.include_router(console)
     app.add_exception_handler(LoginNeeded, login_needed)
     app.mount(
@@ -256,6 +263,21 @@ async def _sweeper(px: Proctor) -> None:
 async def _alerting(px: Proctor, every: float) -> None:
     """Check the policy's alerts every ``alert_check_seconds``."""
     monitor = AlertMonitor(px.store)
+    while True:
+        await asyncio.sleep(every)
+        with contextlib.suppress(StoreError):
+            await asyncio.to_thread(monitor.check)
+
+
+async def _drifting(px: Proctor, every: float) -> None:
+    """Read the log for the policy's drift monitors every ``drift_check_seconds``; without
+    the drift extra (numpy) the server serves on and says once why it does not."""
+    try:
+        from ..drift.monitor import DriftMonitor
+    except ImportError as exc:
+        log.warning("drift monitors are not checked: %s", missing("drift", exc))
+        return
+    monitor = DriftMonitor(px.store)
     while True:
         await asyncio.sleep(every)
         with contextlib.suppress(StoreError):

@@ -19,6 +19,10 @@ PALETTE = {
     "p95": "#90caf9",
     "volume": "#5e35b1",
     "rate": "#ef6c00",
+    "reference": "#90a4ae",
+    "current": "#5e35b1",
+    "statistic": "#1565c0",
+    "threshold": "#c62828",
 }
 
 
@@ -146,6 +150,53 @@ def paired_bars(
             )
             y += 14
         y += 10
+    return _svg(width, height, "".join(parts), title)
+
+
+def line_with_threshold(
+    points: Sequence[tuple[str, float, float, bool]],
+    title: str,
+    *,
+    width: int = 640,
+    height: int = 200,
+) -> str:
+    """A statistic over time (label, value, threshold, detected): the value as a line with
+    a dot per point (red where it was a detection), the threshold as a dashed line."""
+    if not points:
+        return _empty(title, width)
+    top = max(1e-9, max(max(v, t) for _, v, t, _ in points)) * 1.1
+    left, bottom, plot_h = 44, 26, height - 52
+    step = (width - left - 10) / max(1, len(points) - 1)
+
+    def xy(i: int, v: float) -> tuple[float, float]:
+        return left + i * step, height - bottom - plot_h * v / top
+
+    line = " ".join("{:.1f},{:.1f}".format(*xy(i, v)) for i, (_, v, _, _) in enumerate(points))
+    limit = " ".join("{:.1f},{:.1f}".format(*xy(i, t)) for i, (_, _, t, _) in enumerate(points))
+    parts = [
+        f'<text x="{left}" y="14" class="t">{escape(title)}</text>',
+        f'<text x="4" y="{height - bottom}" class="a">0</text>',
+        f'<text x="4" y="{height - bottom - plot_h + 8}" class="a">{top:.3g}</text>',
+        f'<polyline points="{limit}" fill="none" stroke="{PALETTE["threshold"]}" '
+        'stroke-dasharray="5 4" stroke-width="1.5"/>',
+        f'<polyline points="{line}" fill="none" stroke="{PALETTE["statistic"]}" '
+        'stroke-width="1.5"/>',
+    ]
+    for i, (label, v, t, detected) in enumerate(points):
+        x, y = xy(i, v)
+        colour = PALETTE["threshold"] if detected else PALETTE["statistic"]
+        parts.append(
+            f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{4 if detected else 2.5}" fill="{colour}">'
+            f"<title>{escape(label)}: {v:.4g} (threshold {t:.4g})"
+            f"{' detected' if detected else ''}</title></circle>"
+        )
+    for i in (0, len(points) - 1):
+        anchor = "start" if i == 0 else "end"
+        parts.append(
+            f'<text x="{xy(i, 0)[0]:.1f}" y="{height - 8}" class="a" text-anchor="{anchor}">'
+            f"{escape(points[i][0])}</text>"
+        )
+    parts.append(_legend(["statistic", "threshold"], width - 10 - 160, 14))
     return _svg(width, height, "".join(parts), title)
 
 

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from .._errors import Forbidden, ProctorError, TooManyRequests, status_of
-from . import console_pages, console_queue
+from . import console_drift, console_pages, console_queue
 from .auth import UNKNOWN, Unauthorized
 from .console_base import NO_AGENTS, back, page, posted_form
 from .refusals import authenticate, record
@@ -57,6 +57,7 @@ async def logout(request: Request) -> Response:
 
 console.include_router(console_queue.router)
 console.include_router(console_pages.router)
+console.include_router(console_drift.router)
 
 
 async def login_needed(request: Request, exc: Exception) -> Response:

@@ -294,3 +294,35 @@ breakers = Table(
     Column("escalated_at", Float, nullable=True),
     Column("updated_at", Float, nullable=False),
 )
+
+# 0011: drift monitors (drift/): the stored reference and detector state of each monitor
+# (``revision`` makes an update conditional, so two servers never both apply a round) and
+# its statistic over time, one row per compared window
+drift = Table(
+    "proctor_drift",
+    metadata,
+    Column("id", String(200), primary_key=True),
+    Column("spec", String(64), nullable=False),  # digest of the monitor's policy entry
+    Column("agent", String(200), nullable=False),
+    Column("tool", String(200), nullable=True),
+    Column("status", String(16), nullable=False),  # reference | watching | drift
+    Column("cursor", BigInteger, nullable=False),  # the last log seq consumed
+    Column("state", Text, nullable=False),
+    Column("statistic", Float, nullable=True),
+    Column("threshold", Float, nullable=True),
+    Column("detected_at", Float, nullable=True),
+    Column("updated_at", Float, nullable=False),
+    Column("revision", Integer, nullable=False, server_default="0"),
+)
+
+drift_points = Table(
+    "proctor_drift_points",
+    metadata,
+    Column("monitor", String(200), primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    Column("ts", Float, nullable=False),
+    Column("statistic", Float, nullable=False),
+    Column("threshold", Float, nullable=False),
+    Column("n", Integer, nullable=False),
+    Column("detected", Boolean, nullable=False, server_default="0"),
+)

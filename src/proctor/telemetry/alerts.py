@@ -178,7 +178,8 @@ class AlertMonitor:
                     changes.append(self._move(tx, alert, value, firing, targets, now))
                 self._save(tx, alert, value, firing, version, now, changed=firing != was_firing)
             for alert_id, old in current.items():
-                if old == "firing" and alert_id not in values:
+                # drift:ID alerts belong to the drift monitors, resolved by a re-baseline
+                if old == "firing" and alert_id not in values and not alert_id.startswith("drift:"):
                     changes.append(self._retire(tx, alert_id, now))
         return changes
 
