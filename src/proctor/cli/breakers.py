@@ -100,6 +100,6 @@ def reset(ctx: click.Context, scope: str, by: str, database: str | None) -> None
             with px.store.write() as tx:
                 breaker_store.reset(tx, scope, by.strip())
         except LookupError:
-            known = ", ".join(r["scope"] for r in breaker_rows(px.store)) or "none yet"
+            known = ", ".join(sorted(r["scope"] for r in breaker_rows(px.store))) or "none yet"
             raise InvalidRequest(f"no circuit breaker {scope!r} (breakers: {known})") from None
     out.print(f"closed the circuit breaker {escape(scope)} (by {escape(by.strip())})")

@@ -75,7 +75,7 @@ class Recovery:
     escalated: int = 0
     attempts: int = 0  # tries of the bodies (of fallbacks too, unless one tool is counted)
     retried: int = 0  # calls tried more than once
-    _failed_ids: set[str] = field(default_factory=set, repr=False)
+    _failed_ids: set[str] = field(default_factory=set, repr=False, compare=False)
 
     @property
     def recovered(self) -> int:
