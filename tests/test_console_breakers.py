@@ -6,16 +6,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from playwright.sync_api import Browser, Page, expect
 from tests.test_breakers_view import POLICY, records, workload
-from tests.test_console import CHROMIUM, chromium, serve, shot
+from tests.test_console import chromium, serve, shot  # skips this module without chromium
 
 from proctor import Proctor
 from proctor.server.auth import create_token
-
-pytest.importorskip("playwright")
-from playwright.sync_api import Browser, Page, expect  # noqa: E402
-
-assert CHROMIUM
 
 
 @pytest.fixture(scope="module")
@@ -76,9 +72,7 @@ def test_breakers_on_the_overview_and_an_admin_resets_one(page: Page, sqlite_url
             expect(page.locator(".flash")).to_contain_text("Closed the circuit breaker bot/pay")
             expect(pay.locator(".tag")).to_have_text("closed")
             assert pay.locator("button.reset").count() == 0  # nothing left to reset
-            expect(
-                page.locator("#breakers tr[data-scope='*/ship'] button.reset")
-            ).to_have_count(1)
+            expect(page.locator("#breakers tr[data-scope='*/ship'] button.reset")).to_have_count(1)
             # The star and slash of a per-tool scope survive the form's URL.
             page.locator("#breakers tr[data-scope='*/ship'] button.reset").click()
             expect(page.locator(".flash")).to_contain_text("Closed the circuit breaker */ship")
