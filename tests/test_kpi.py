@@ -84,7 +84,9 @@ def test_every_kpi_matches_a_hand_count(db_url: str) -> None:
         "refunds": round(1 / 3, 4),
         "support": 0.0,
     }
-    assert k["failure_recovery_rate"] == 1.0
+    # the failed flaky call did not recover (nothing healed it); its run still completed
+    assert k["failure_recovery_rate"] == 0.0 and k["failure_recovery"]["failed"] == 1
+    assert k["run_recovery_rate"] == 1.0
     assert k["approve_reject_by_rule"] == {"big": {"approved": 1, "rejected": 1}}
     assert k["cost_per_completed_run"] == round((2.0 + 2.0 + 3.0 + 1.0 + 1.0) / 2, 4)
     assert k["silent_failures"] == 1

@@ -245,6 +245,12 @@ MATRIX: list[tuple[str, Call, dict[str, int]]] = [
     ("POST alerts check", lambda e: ("POST", "/api/v1/alerts/check", None), expect({"admin": 200})),
     ("GET notifications", lambda e: ("GET", "/api/v1/notifications", None), expect(READ)),
     ("GET problems", lambda e: ("GET", "/api/v1/problems", None), expect(READ)),
+    ("GET breakers", lambda e: ("GET", "/api/v1/breakers", None), expect(READ)),
+    (  # no such breaker: 404 for the admin, refused before that for everyone else
+        "POST breaker reset",
+        lambda e: ("POST", "/api/v1/breakers/support-bot/issue_refund/reset", None),
+        expect({"admin": 404}),
+    ),
     ("GET audit verify", lambda e: ("GET", "/api/v1/audit/verify", None), expect(AUDIT)),
     ("GET audit export", lambda e: ("GET", "/api/v1/audit/export", None), expect(AUDIT)),
     (

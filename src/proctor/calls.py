@@ -282,12 +282,12 @@ def run(px: Proctor, prepared: Prepared) -> Any:
     except Exception as exc:
         _release(px, held)
         if heal is None:
-            record(px, call, None, exc, start)
+            record(px, call, None, exc, start, _healed_failed(call, heal))
             raise
         if heal.committed is not None:  # a lookup found the effect: done, with its result
             record(px, call, heal.committed[0], None, start, heal.healed(RECOVERED_BY_LOOKUP))
             return heal.committed[0]
-        record(px, call, None, exc, start, heal.healed())
+        record(px, call, None, exc, start, _healed_failed(call, heal))
         return recover(px, call, heal, exc)
     except BaseException:
         _release(px, held)
@@ -295,6 +295,14 @@ def run(px: Proctor, prepared: Prepared) -> Any:
     _release(px, held)
     record(px, call, result, None, start, _healed_ok(call, heal))
     return result
+
+
+def _healed_failed(call: Call, heal: Healing | None) -> dict[str, Any] | None:
+    """A failed outcome names its tries and, for a fallback, the call it stood in for."""
+    fields = heal.healed() if heal is not None else {}
+    if call.fallback_of:
+        fields["fallback_of"] = call.fallback_of
+    return fields or None
 
 
 def _healed_ok(call: Call, heal: Healing | None) -> dict[str, Any] | None:
@@ -430,7 +438,7 @@ async def run_async_prepared(px: Proctor, prepared: Prepared) -> Any:
             await asyncio.shield(asyncio.to_thread(record, px, call, found, None, start, by_lookup))
             return found
         # shielded: a cancelled caller must not stop the outcome from being recorded
-        failed = heal.healed() if heal is not None else None
+        failed = _healed_failed(call, heal)
         await asyncio.shield(asyncio.to_thread(record, px, call, None, exc, start, failed))
         if heal is not None and isinstance(exc, Exception):
             return await asyncio.to_thread(recover, px, call, heal, exc)

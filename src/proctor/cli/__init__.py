@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "kill": ("controls", "kill", "Stop an agent everywhere."),
     "revive": ("controls", "revive", "Undo a kill."),
     "agent": ("controls", "agent_group", "Agents' autonomy stages and state."),
+    "breakers": ("breakers", "breakers", "Circuit breakers: list them, reset one."),
     "bench": ("..bench", "bench", "Benchmarks that print one JSON object."),
     "mcp": ("mcp", "mcp_group", "An MCP gateway: every tool call through Proctor."),
 }

@@ -4,7 +4,8 @@ Who may do what is ``auth.PERMISSIONS`` (the console asks the same table): actio
 outcomes, runs and claims need ``act`` (agents only as their agents); deciding reviews
 ``decide`` (reviewers and SMEs only in their queues); reading reviews, everyone who can see
 the item; applying policies ``apply_policy``; reading policies, agents and the log
-``read``; verifying and exporting the chain ``verify``; tokens ``manage``.
+``read``; verifying and exporting the chain ``verify``; tokens and resetting circuit
+breakers ``manage``.
 """
 
 from __future__ import annotations
@@ -792,6 +793,31 @@ def problems(
     from ..telemetry.problems import rank
 
     return rank(_px(request).store, window=window)
+
+
+@router.get("/breakers", tags=["monitoring"])
+def list_breakers(who: Who, request: Request) -> Any:
+    """Every circuit breaker, open first: its state, recent calls and failures, when it
+    opened and its trial calls."""
+    need(who, "read")
+    from ..telemetry.healing import breaker_rows
+
+    return breaker_rows(_px(request).store)
+
+
+@router.post("/breakers/{scope:path}/reset", tags=["monitoring"])
+def reset_breaker(scope: str, who: Who, request: Request) -> Any:
+    """Close a breaker by hand (``agent/tool`` or ``*/tool``; the slash needs no escaping):
+    logged as ``breaker.closed`` by the token's name. Admins only."""
+    need(who, "manage")
+    from ..execution.breakers import reset
+
+    try:
+        with _px(request).store.write() as tx:
+            closed = reset(tx, scope, who.name)
+    except LookupError:
+        raise NotFound(f"no circuit breaker {scope!r}") from None
+    return closed.as_dict()
 
 
 @router.get("/audit/verify", tags=["audit"])

@@ -37,12 +37,12 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     # Approve, reject, edit, escalate, choose: in its queues.
     "decide": frozenset({"reviewer", "sme", "admin"}),
     "apply_policy": frozenset({"policy_author", "admin"}),
-    # Policies, agents, the decision log, KPIs, alerts, notifications, problems; and every
+    # Policies, agents, the decision log, KPIs, alerts, notifications, problems, breakers; every
     # console page (agents have no console: their tokens are for the API).
     "read": _READERS,
     # Verify and export the whole chain; the console verifies it on demand (audit page).
     "verify": frozenset({"admin", "policy_author", "viewer"}),
-    # Tokens, checking alerts on demand.
+    # Tokens, checking alerts on demand, closing a circuit breaker by hand.
     "manage": frozenset({"admin"}),
 }
 """What each role may do: the one table the API's endpoints and the console's pages ask."""

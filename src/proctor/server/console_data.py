@@ -14,6 +14,8 @@ import sqlalchemy as sa
 from .. import _clock
 from ..store import Store
 from ..store.tables import audit_log, policies, review_items, state
+from ..telemetry.healing import Recovery, count_recoveries
+from ..telemetry.kpi import first_seq_since
 from . import charts
 
 RECENT = 20_000  # the overview reads at most this many of the newest decisions
@@ -78,6 +80,24 @@ def overview(store: Store) -> dict[str, str]:
         ),
         "volume": charts.hbars(volume.most_common(12), "Decisions per agent"),
     }
+
+
+def recovery(store: Store, window: float = 86400.0) -> Recovery:
+    """Self-healing over the last ``window`` seconds: tries, failures and recoveries (at most
+    ``RECENT`` of the newest outcomes)."""
+    since = _clock.now() - window
+    with store.read() as conn:
+        first = first_seq_since(conn, since)
+        rows = conn.execute(
+            sa.select(audit_log.c.record)
+            .where(
+                audit_log.c.seq >= first,
+                audit_log.c.kind.in_(["outcome", "heal.escalate"]),
+            )
+            .order_by(audit_log.c.seq.desc())
+            .limit(RECENT)
+        ).all()
+    return count_recoveries(orjson.loads(r) for (r,) in reversed(rows))
 
 
 def _p95(values: list[float]) -> float:

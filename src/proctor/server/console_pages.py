@@ -11,7 +11,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from .. import _clock
+from .._errors import NotFound
 from ..audit.verify import verify
+from ..execution import breakers
+from ..telemetry.healing import breaker_rows
 from . import console_data
 from .console_base import back, fragment, page, posted_form, px_of, signed_in
 from .queue_data import PAGE_SIZE, Pager, page_number, page_size
@@ -144,4 +147,25 @@ def overview_page(request: Request) -> HTMLResponse:
         depth=depth,
         breaches=[d for d in depth if d["breached"]],
         deepest=max((d["pending"] for d in depth), default=0),
+        breakers=breaker_rows(px.store),
+        healing=console_data.recovery(px.store),
+        can_reset=who.may("manage"),
     )
+
+
+@router.post("/breakers/{scope:path}/reset")
+async def reset_breaker(scope: str, request: Request) -> Response:
+    """Close a circuit breaker by hand, as the API's reset (admins only), logged with the
+    signed-in token's name; back to the overview."""
+    who = await asyncio.to_thread(signed_in, request, "manage")
+    await posted_form(request)
+
+    def close() -> None:
+        with px_of(request).store.write() as tx:
+            breakers.reset(tx, scope, who.name)
+
+    try:
+        await asyncio.to_thread(close)
+    except LookupError:
+        raise NotFound(f"no circuit breaker {scope!r}") from None
+    return back("/#breakers", request, f"Closed the circuit breaker {scope}.")

@@ -11,8 +11,11 @@ Definitions (all over the records in the window):
   ``context.task_type`` (else the tool)
 - time to resolution after escalation: p50/p95 seconds from an item's opening to a
   human's decision
-- failure recovery rate: runs with a failed call that still completed / runs with a
-  failed call
+- failure recovery rate: calls that recovered / calls that failed at least once, with the
+  recoveries by retry, by fallback and by lookup counted apart (``failure_recovery``;
+  what counts as failed and as recovered: ``telemetry.healing``)
+- run recovery rate: runs with a failed call that still completed / runs with a failed
+  call
 - approve vs reject by rule: decided review items by the rule that opened them
 - cost per completed run: the sum of ``context.cost`` over the decisions of completed runs
   / completed runs
@@ -32,8 +35,9 @@ import sqlalchemy as sa
 from .. import _clock
 from ..store import Store
 from ..store.tables import audit_log, review_items
+from .healing import call_id_of, count_recoveries, fallback_outcomes
 
-KINDS = ["decision", "outcome", "run.start", "run.end"]
+KINDS = ["decision", "outcome", "run.start", "run.end", "heal.escalate"]
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -88,11 +92,13 @@ def compute(
     if tool:
         query = query.where(sa.or_(audit_log.c.tool == tool, audit_log.c.tool.is_(None)))
     with store.read() as conn:
+        first = 1
         if since is not None:
-            query = query.where(
-                audit_log.c.seq >= first_seq_since(conn, since), audit_log.c.ts >= since
-            )
+            first = first_seq_since(conn, since)
+            query = query.where(audit_log.c.seq >= first, audit_log.c.ts >= since)
         records = [orjson.loads(r) for (r,) in conn.execute(query.order_by(audit_log.c.seq))]
+        # a fallback's outcome is another tool's: read apart when one tool is asked for
+        stand_ins = fallback_outcomes(conn, first, since, agent) if tool else []
         items_q = sa.select(review_items)
         if agent:
             items_q = items_q.where(review_items.c.agent == agent)
@@ -174,6 +180,12 @@ def compute(
         if row.status == "pending" and row.sla_due is not None and row.sla_due < now
     )
 
+    if tool:
+        ids = {i for r in records if r["kind"] in ("decision", "outcome") if (i := call_id_of(r))}
+        seen = {r["id"] for r in records}
+        healed = count_recoveries([*records, *(o for o in stand_ins if o["id"] not in seen)], ids)
+    else:
+        healed = count_recoveries(records)
     verdict_counts = Counter(d["decision"] for d in decisions)
     return {
         "agent": agent,
@@ -192,7 +204,9 @@ def compute(
             t: _rate(c["review"], sum(c.values())) for t, c in sorted(escalation.items())
         },
         "time_to_resolution_s": {"p50": _pct(waits, 0.5), "p95": _pct(waits, 0.95)},
-        "failure_recovery_rate": _rate(len(failed_runs & completed), len(failed_runs)),
+        "failure_recovery_rate": healed.rate,
+        "failure_recovery": healed.as_dict(),
+        "run_recovery_rate": _rate(len(failed_runs & completed), len(failed_runs)),
         "approve_reject_by_rule": {r: dict(c) for r, c in sorted(verdicts.items())},
         "cost_per_completed_run": (
             round(sum(cost[r] for r in completed) / len(completed), 4) if completed else None

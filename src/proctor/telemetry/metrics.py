@@ -2,7 +2,7 @@
 embedded agents in other processes count as much as those made through this server.
 
 Each scrape reads only what is new since the previous one (a watermark on the log's seq
-and on review decision times); queue depth is read whole (it is indexed and small).
+and on review decision times); queue depth and circuit breakers are read whole (small).
 Counters restart at zero when the server does, which Prometheus handles.
 """
 
@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -19,6 +20,7 @@ from prometheus_client.registry import Collector
 
 from ..store import Store
 from ..store.tables import alerts, audit_log, notifications, review_items
+from .healing import STATE_CODE, breaker_rows
 
 LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
 WAIT_BUCKETS = (1, 10, 30, 60, 300, 900, 1800, 3600, 4 * 3600, 24 * 3600)
@@ -55,7 +57,26 @@ class StoreMetrics:
             buckets=WAIT_BUCKETS,
             registry=self.registry,
         )
+        self.attempts = Counter(
+            "proctor_call_attempts",
+            "Tries of tool bodies (a call retried twice counts 3), by agent and tool.",
+            ["agent", "tool"],
+            registry=self.registry,
+        )
+        self.recoveries = Counter(
+            "proctor_recoveries",
+            "Failed calls that ended well all the same, by how: retry, fallback or lookup.",
+            ["how"],
+            registry=self.registry,
+        )
+        self.breaker_changes = Counter(
+            "proctor_breaker_transitions",
+            "Circuit breaker state changes, by tool and the state entered.",
+            ["tool", "to"],
+            registry=self.registry,
+        )
         self.registry.register(_QueueDepth(store))
+        self.registry.register(_Breakers(store))
         self.registry.register(_Outbox(store))
         self._seq = 0
         self._decided = 0.0
@@ -73,15 +94,16 @@ class StoreMetrics:
                     audit_log.c.decision,
                     audit_log.c.record,
                 )
-                .where(audit_log.c.seq > self._seq, audit_log.c.kind.in_(["decision", "outcome"]))
+                .where(audit_log.c.seq > self._seq, audit_log.c.kind.in_(_KINDS))
                 .order_by(audit_log.c.seq)
             ).all()
             for seq, kind, agent, tool, decision, record in rows:
                 if kind == "decision":
                     self.decisions.labels(decision or "?", agent or "?", tool or "?").inc()
+                elif kind == "outcome":
+                    self._outcome(agent or "?", tool or "?", record)
                 else:
-                    outcome = "error" if '"outcome":"error"' in record else "ok"
-                    self.executions.labels(agent or "?", tool or "?", outcome).inc()
+                    self.breaker_changes.labels(tool or "?", kind.partition(".")[2]).inc()
                 self._seq = max(self._seq, seq)
             decided = conn.execute(
                 sa.select(
@@ -95,11 +117,51 @@ class StoreMetrics:
                 self.time_to_decision.labels(queue).observe(max(0.0, at - created))
                 self._decided = max(self._decided, at)
 
+    def _outcome(self, agent: str, tool: str, record: str) -> None:
+        ok = '"outcome":"error"' not in record
+        self.executions.labels(agent, tool, "ok" if ok else "error").inc()
+        tries = 1
+        if '"attempts"' in record or '"fallback_of"' in record:  # healed: read it whole
+            body = orjson.loads(record)
+            attempts = body.get("attempts")
+            tries = attempts if isinstance(attempts, int) and attempts > 0 else 1
+            how = body.get("recovered")
+            if ok and body.get("fallback_of"):
+                self.recoveries.labels("fallback").inc()
+            elif ok and how in ("retry", "lookup"):
+                self.recoveries.labels(how).inc()
+        self.attempts.labels(agent, tool).inc(tries)
+
     def render(self) -> bytes:
         from prometheus_client import generate_latest
 
         self.refresh()
         return generate_latest(self.registry)
+
+
+_KINDS = ["decision", "outcome", "breaker.open", "breaker.half_open", "breaker.closed"]
+
+
+class _Breakers(Collector):
+    """Each circuit breaker's state as it stands: 0 closed, 1 half open, 2 open."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "proctor_breaker_state",
+            "Circuit breaker state: 0 closed, 1 half open (trial calls), 2 open (refusing).",
+            labels=["scope", "agent", "tool"],
+        )
+        for row in breaker_rows(self.store):
+            family.add_metric(
+                [row["scope"], row["agent"], row["tool"]], STATE_CODE.get(row["state"], 0.0)
+            )
+        yield family
+
+    def describe(self) -> Iterator[Any]:
+        return iter(())
 
 
 class _QueueDepth(Collector):
