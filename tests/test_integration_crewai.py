@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 from tests.test_cli import proctor
 
-os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("OTEL_SDK_DISABLED", "true")
-os.environ.setdefault("CREWAI_TRACING_ENABLED", "false")  # else a first run asks, for 20 s
+if importlib.util.find_spec("crewai") is not None:  # never in a process testing the rest
+    os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("OTEL_SDK_DISABLED", "true")
+    os.environ.setdefault("CREWAI_TRACING_ENABLED", "false")  # else a first run asks, for 20 s
 # CrewAI needs mcp<2, so scripts/check runs this file in an environment of its own, where
 # it must be installed (PROCTOR_TEST_CREWAI=1); elsewhere it is skipped, not failed.
 if os.environ.get("PROCTOR_TEST_CREWAI") == "1":
