@@ -121,7 +121,8 @@ class StoreMetrics:
         ok = '"outcome":"error"' not in record
         self.executions.labels(agent, tool, "ok" if ok else "error").inc()
         tries = 1
-        if '"attempts"' in record or '"fallback_of"' in record:  # healed: read it whole
+        healed = ('"attempts"', '"fallback_of"', '"recovered"')
+        if any(mark in record for mark in healed):  # healed: read it whole
             body = orjson.loads(record)
             attempts = body.get("attempts")
             tries = attempts if isinstance(attempts, int) and attempts > 0 else 1
