@@ -6,12 +6,16 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import orjson
 import psycopg
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from proctor import Proctor
+from proctor.store.tables import audit_log
 
 # A PostgreSQL server others may share: each test run makes a database of its own there
 # (dropped at the end), and each test a schema of its own in it.
@@ -91,3 +95,12 @@ def px(db_url: str) -> Iterator[Proctor]:
 def support_px(px: Proctor) -> Proctor:
     px.policy.apply(EXAMPLE)
     return px
+
+
+def records(px: Proctor, kind: str) -> list[dict[str, Any]]:
+    """The decision log's records of one kind, in order, as dictionaries."""
+    with px.store.read() as conn:
+        rows = conn.execute(
+            sa.select(audit_log.c.record).where(audit_log.c.kind == kind).order_by(audit_log.c.seq)
+        ).all()
+    return [orjson.loads(r[0]) for r in rows]

@@ -9,17 +9,15 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-import orjson
 import pytest
-import sqlalchemy as sa
 from tests.asgi_client import AppClient
+from tests.conftest import records
 from tests.test_cli import proctor
 
 from proctor import Committed, Proctor
 from proctor.server.app import create_app
 from proctor.server.auth import create_token
 from proctor.server.refusals import write_due
-from proctor.store.tables import audit_log
 from proctor.telemetry.healing import Recovery, count_recoveries
 from proctor.telemetry.kpi import compute
 
@@ -102,14 +100,6 @@ def healed(db_url: str) -> Iterator[Proctor]:
         px.policy.apply(POLICY)
         workload(px)
         yield px
-
-
-def records(px: Proctor, kind: str) -> list[dict[str, Any]]:
-    with px.store.read() as conn:
-        rows = conn.execute(
-            sa.select(audit_log.c.record).where(audit_log.c.kind == kind).order_by(audit_log.c.seq)
-        ).all()
-    return [orjson.loads(r) for (r,) in rows]
 
 
 def test_kpi_counts_recoveries_by_retry_fallback_and_lookup(healed: Proctor) -> None:

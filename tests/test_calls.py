@@ -13,16 +13,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 import sqlalchemy as sa
+from tests.conftest import records
 from tests.test_review_processes import rest_of
 
 from proctor import Conflict, InDoubt, Proctor, ReviewPending
 from proctor.audit.receipts import receipt
 from proctor.audit.verify import verify
 from proctor.reconcile import Committed, Conflicting, NotCommitted
-from proctor.store.tables import audit_log
 
 CHILD = str(Path(__file__).with_name("calls_child.py"))
 POLICY = """
@@ -45,17 +44,10 @@ def cpx(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Proctor:
     px.close()
 
 
-def records(px: Proctor, kind: str) -> list[dict[str, Any]]:
-    with px.store.read() as conn:
-        rows = conn.execute(
-            sa.select(audit_log.c.record).where(audit_log.c.kind == kind).order_by(audit_log.c.seq)
-        ).all()
-    return [orjson.loads(r[0]) for r in rows]
-
-
-def spawn(mode: str, db: str, out: Path, *extra: str) -> subprocess.Popen[str]:
+def spawn(mode: str, db: str, out: Path, *extra: str, child: str = CHILD) -> subprocess.Popen[str]:
+    """A child agent process (``calls_child.py`` unless ``child`` names another)."""
     return subprocess.Popen(
-        [sys.executable, CHILD, mode, db, str(out), *extra],
+        [sys.executable, child, mode, db, str(out), *extra],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},

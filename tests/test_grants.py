@@ -12,11 +12,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import psycopg
 import pytest
 import sqlalchemy as sa
 from tests.asgi_client import AppClient
+from tests.conftest import records
 
 from proctor import (
     Action,
@@ -31,7 +31,6 @@ from proctor.audit.verify import verify
 from proctor.backends import verdict_to_wire
 from proctor.server.app import create_app
 from proctor.server.auth import create_token
-from proctor.store.tables import audit_log
 
 POLICY = """
 policy: grants
@@ -47,14 +46,6 @@ rules:
 """
 REFUND = {"agent": "support-bot", "tool": "issue_refund", "args": {"order_id": "A-1"}}
 FOREIGN_RUNNER = "elsewhere:4242:99:0123456789ab:cafe"  # another host: no pid can be checked
-
-
-def records(px: Proctor, kind: str) -> list[dict[str, Any]]:
-    with px.store.read() as conn:
-        rows = conn.execute(
-            sa.select(audit_log.c.record).where(audit_log.c.kind == kind).order_by(audit_log.c.seq)
-        ).all()
-    return [orjson.loads(r[0]) for r in rows]
 
 
 def _wait_for(px: Proctor, item_id: str, status: str) -> None:

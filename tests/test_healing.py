@@ -6,22 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 import sqlalchemy as sa
+from tests.conftest import records
+from tests.test_calls import spawn as spawn_child
 
 from proctor import DeadlineExceeded, Denied, PolicyError, Proctor, Rejected
 from proctor.audit.receipts import receipt
 from proctor.reconcile import Committed, NotCommitted
-from proctor.store.tables import audit_log
 
 CHILD = str(Path(__file__).with_name("heal_child.py"))
 POLICY = """
@@ -55,21 +53,8 @@ def hpx(db_url: str) -> Any:
     px.close()
 
 
-def records(px: Proctor, kind: str) -> list[dict[str, Any]]:
-    with px.store.read() as conn:
-        rows = conn.execute(
-            sa.select(audit_log.c.record).where(audit_log.c.kind == kind).order_by(audit_log.c.seq)
-        ).all()
-    return [orjson.loads(r[0]) for r in rows]
-
-
 def spawn(mode: str, db: str, out: Path, *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, CHILD, mode, db, str(out), *extra],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    return spawn_child(mode, db, out, *extra, child=CHILD)
 
 
 def events(proc: subprocess.Popen[str]) -> list[dict[str, Any]]:

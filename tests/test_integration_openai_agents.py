@@ -16,9 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import pytest
-import sqlalchemy as sa
 from agents import (
     Agent,
     Model,
@@ -34,6 +32,7 @@ from agents import (
 from agents.items import TResponseInputItem
 from agents.testing import ScriptedModel as SdkScriptedModel
 from agents.testing import assistant_message, function_call
+from tests.conftest import records
 from tests.test_cli import proctor
 from tests.test_server_process import Server, free_port
 
@@ -57,7 +56,6 @@ from proctor.integrations.openai_agents import (
     reject,
     tool_error_message,
 )
-from proctor.store.tables import audit_log
 
 set_tracing_disabled(True)
 ROOT = Path(__file__).resolve().parent.parent
@@ -163,14 +161,6 @@ def resume(agent: Agent[Any], saved: dict[str, Any]) -> Any:
 
 def state_of(agent: Agent[Any], saved: dict[str, Any]) -> RunState[Any, Any]:
     return asyncio.run(RunState.from_json(agent, saved))
-
-
-def records(px: Proctor, kind: str) -> list[dict[str, Any]]:
-    with px.store.read() as conn:
-        rows = conn.execute(
-            sa.select(audit_log.c.record).where(audit_log.c.kind == kind).order_by(audit_log.c.seq)
-        ).all()
-    return [orjson.loads(r[0]) for r in rows]
 
 
 def interrupted(desk: Desk, amount: float, call_id: str) -> tuple[Agent[Any], ScriptedModel, Any]:

@@ -282,36 +282,31 @@ def run(px: Proctor, prepared: Prepared) -> Any:
     except Exception as exc:
         _release(px, held)
         if heal is None:
-            record(px, call, None, exc, start, _healed_failed(call, heal))
+            record(px, call, None, exc, start, _healed(call, heal, ok=False))
             raise
         if heal.committed is not None:  # a lookup found the effect: done, with its result
             record(px, call, heal.committed[0], None, start, heal.healed(RECOVERED_BY_LOOKUP))
             return heal.committed[0]
-        record(px, call, None, exc, start, _healed_failed(call, heal))
+        record(px, call, None, exc, start, _healed(call, heal, ok=False))
         return recover(px, call, heal, exc)
     except BaseException:
         _release(px, held)
         raise
     _release(px, held)
-    record(px, call, result, None, start, _healed_ok(call, heal))
+    record(px, call, result, None, start, _healed(call, heal, ok=True))
     return result
 
 
-def _healed_failed(call: Call, heal: Healing | None) -> dict[str, Any] | None:
-    """A failed outcome names its tries and, for a fallback, the call it stood in for."""
-    fields = heal.healed() if heal is not None else {}
+def _healed(call: Call, heal: Healing | None, ok: bool) -> dict[str, Any] | None:
+    """What the outcome says of healing: its tries, what recovered it (a success after
+    more than one try was a retry), and, for a fallback, the call it stood in for."""
+    fields: dict[str, Any] = {}
+    if heal is not None:
+        recovered = RECOVERED_BY_RETRY if ok and heal.attempts > 1 else None
+        fields = heal.healed(recovered)
     if call.fallback_of:
         fields["fallback_of"] = call.fallback_of
     return fields or None
-
-
-def _healed_ok(call: Call, heal: Healing | None) -> dict[str, Any] | None:
-    if heal is None:
-        return {"fallback_of": call.fallback_of} if call.fallback_of else None
-    fields = heal.healed(RECOVERED_BY_RETRY if heal.attempts > 1 else None)
-    if call.fallback_of:
-        fields["fallback_of"] = call.fallback_of
-    return fields
 
 
 def recover(px: Proctor, call: Call, heal: Healing, error: BaseException) -> Any:
@@ -438,7 +433,7 @@ async def run_async_prepared(px: Proctor, prepared: Prepared) -> Any:
             await asyncio.shield(asyncio.to_thread(record, px, call, found, None, start, by_lookup))
             return found
         # shielded: a cancelled caller must not stop the outcome from being recorded
-        failed = _healed_failed(call, heal)
+        failed = _healed(call, heal, ok=False)
         await asyncio.shield(asyncio.to_thread(record, px, call, None, exc, start, failed))
         if heal is not None and isinstance(exc, Exception):
             return await asyncio.to_thread(recover, px, call, heal, exc)
@@ -447,7 +442,7 @@ async def run_async_prepared(px: Proctor, prepared: Prepared) -> Any:
         _release(px, held)
         raise
     _release(px, held)
-    healed = _healed_ok(call, heal)
+    healed = _healed(call, heal, ok=True)
     await asyncio.shield(asyncio.to_thread(record, px, call, result, None, start, healed))
     return result
 

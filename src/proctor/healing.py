@@ -20,9 +20,7 @@ The mechanics (which try, how long to pause, when to stop) are tenacity's.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import random
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -30,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import tenacity
 
 from ._errors import DeadlineExceeded, Denied
+from ._timed import TimeLimit, within
 from .policy.schema import TRANSIENT_ERRORS
 from .reconcile import ask, is_ambiguous
 
@@ -270,24 +269,12 @@ def _with_deadline(
 ) -> Any:
     """Run a sync body on a thread of its own and abandon it past ``timeout``: Python cannot
     stop a thread, so the call's outcome becomes unknown and is reconciled."""
-    result: list[Any] = []
-    failed: list[BaseException] = []
-    context = contextvars.copy_context()
-
-    def target() -> None:
-        try:
-            result.append(context.run(fn, *args, **kwargs))
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread as is
-            failed.append(exc)
-
-    thread = threading.Thread(target=target, name=f"proctor-{tool}", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        raise DeadlineExceeded(f"{tool} ran past its {timeout:g}s timeout and was abandoned")
-    if failed:
-        raise failed[0]
-    return result[0]
+    try:
+        return within(timeout, f"proctor-{tool}", fn, *args, **kwargs)
+    except TimeLimit:
+        raise DeadlineExceeded(
+            f"{tool} ran past its {timeout:g}s timeout and was abandoned"
+        ) from None
 
 
 # -- when the tool cannot be healed: fallback, then a person -----------------------------------

@@ -11,11 +11,11 @@ or overruns is ``unavailable``. Without a lookup, a person settles it.
 from __future__ import annotations
 
 import secrets
-import threading
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from ._errors import InDoubt
+from ._timed import TimeLimit, within
 from .execution.calls import CallState, Settlement
 
 if TYPE_CHECKING:
@@ -61,25 +61,12 @@ def is_ambiguous(spec: ToolSpec, error: BaseException) -> bool:
 
 def ask(lookup: Any, call: Call, seconds: float = LOOKUP_SECONDS) -> Settlement:
     """Run the lookup on a thread of its own with a time limit; its answer as a settlement."""
-    answer: list[Any] = []
-    failed: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            answer.append(lookup(call))
-        except Exception as exc:  # noqa: BLE001 - a lookup's failure is its answer: unavailable
-            failed.append(exc)
-
-    thread = threading.Thread(target=target, name="proctor-reconcile", daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
+    try:
+        found = within(seconds, "proctor-reconcile", lookup, call)
+    except TimeLimit:
         return Settlement("unavailable", evidence=f"the lookup took longer than {seconds:g} s")
-    if failed:
-        return Settlement(
-            "unavailable", evidence=f"the lookup failed: {type(failed[0]).__name__}: {failed[0]}"
-        )
-    found = answer[0] if answer else None
+    except Exception as exc:  # noqa: BLE001 - a lookup's failure is its answer: unavailable
+        return Settlement("unavailable", evidence=f"the lookup failed: {type(exc).__name__}: {exc}")
     if isinstance(found, Committed):
         return Settlement("committed", result=found.result, evidence="the lookup found it")
     if isinstance(found, NotCommitted):
