@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import sqlite3
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import tools_condition
 from langgraph.types import Command
-from tests.test_server_process import Server, free_port
+from tests.test_server_process import Server, approve_in_console, free_port
 
 from proctor import InvalidRequest, Proctor
 from proctor.integrations.langgraph import ProctorMiddleware, ProctorToolNode
@@ -331,20 +330,6 @@ def test_approved_from_another_process_a_fresh_worker_runs_it_once(
     assert len(lpx.reviews.list(status=None)) == 1
 
 
-def _approve_in_console(url: str, token: str, item_id: str) -> None:
-    """Sign in to the console and press Approve on the item's page, as a reviewer does."""
-    with httpx.Client(base_url=url, timeout=10) as console:
-        csrf = re.search(r'name="csrf" value="([^"]+)"', console.get("/login").text)
-        assert csrf is not None
-        signed = console.post("/login", data={"csrf": csrf.group(1), "token": token})
-        assert signed.status_code == 303
-        page = console.get(f"/items/{item_id}").text
-        csrf = re.search(r'name="csrf" value="([^"]+)"', page)
-        assert csrf is not None and "Refunds over 100 need a billing lead" in page
-        pressed = console.post(f"/items/{item_id}/approve", data={"csrf": csrf.group(1)})
-        assert pressed.status_code == 303, pressed.text[:300]
-
-
 def test_approved_through_a_server_api_and_console_the_remote_agent_runs_once(
     db_url: str,
 ) -> None:
@@ -369,7 +354,8 @@ def test_approved_through_a_server_api_and_console_the_remote_agent_runs_once(
             timeout=10,
         )
         assert response.status_code == 200, response.text
-        _approve_in_console(server.url, ana, console_item["item_id"])
+        page = approve_in_console(server.url, ana, console_item["item_id"])
+        assert "Refunds over 100 need a billing lead" in page
 
         for graph, text in (
             (by_api, "refunded 250.0 on A-1"),

@@ -294,6 +294,32 @@ def test_a_review_approved_from_another_process_runs_once(any_db: str, ledger: P
     assert refunds(ledger) == [{"order_id": "A-2", "amount": 150.0}]
 
 
+def test_a_review_approved_in_the_console_runs_once(db: str, ledger: Path) -> None:
+    from tests.test_server_process import Server, approve_in_console, free_port
+
+    args = {"order_id": "A-5", "amount": 150.0}
+    srv = Server(db, free_port())
+    srv.start()
+    try:
+        reviewer = srv.token("reviewer", "ana", queues="billing")
+
+        async def main() -> None:
+            params = proxy_params(db, "-a", "pay-bot", *payments_upstream(ledger))
+            async with over_stdio(params) as s:
+                first = decision(await s.call_tool("refund", args, meta={KEY: "order-A-5"}))
+                assert first["status"] == "pending"
+                page = approve_in_console(srv.url, reviewer, first["item_id"])
+                assert "refund" in page
+                for _ in range(2):  # the retry runs it; a second gets the recorded result
+                    done = await s.call_tool("refund", args, meta={KEY: "order-A-5"})
+                    assert text(done) == "refunded 150.00 on A-5"
+
+        run(main)
+    finally:
+        srv.stop()
+    assert refunds(ledger) == [{"order_id": "A-5", "amount": 150.0}]
+
+
 def test_an_edit_is_checked_against_the_upstream_schema(db: str, ledger: Path) -> None:
     args = {"order_id": "A-4", "amount": 900.0}
 

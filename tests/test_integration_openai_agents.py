@@ -34,7 +34,7 @@ from agents.testing import ScriptedModel as SdkScriptedModel
 from agents.testing import assistant_message, function_call
 from tests.conftest import records
 from tests.test_cli import proctor
-from tests.test_server_process import Server, free_port
+from tests.test_server_process import Server, approve_in_console, free_port
 
 from proctor import (
     ConfigError,
@@ -301,7 +301,8 @@ def test_reviewed_call_approved_from_another_process_runs_once_resumed_twice(
     assert third.final_output == "read: refunded 250.0 on A-17" and other.refunds == []
 
 
-def test_reviewed_call_approved_through_a_real_servers_api(db_url: str) -> None:
+@pytest.mark.parametrize("where", ["api", "console"])
+def test_reviewed_call_approved_through_a_real_servers_api(db_url: str, where: str) -> None:
     srv = Server(db_url, free_port())
     srv.start()
     try:
@@ -315,12 +316,15 @@ def test_reviewed_call_approved_through_a_real_servers_api(db_url: str) -> None:
             assert item_id is not None
             saved = result.to_state().to_json()
             reviewer = srv.token("reviewer", "ana", queues="billing")
-            response = httpx.post(
-                f"{srv.url}/api/v1/reviews/{item_id}/approve",
-                headers={"Authorization": f"Bearer {reviewer}"},
-                json={"note": "checked the order"},
-            )
-            assert response.status_code == 200, response.text
+            if where == "api":
+                response = httpx.post(
+                    f"{srv.url}/api/v1/reviews/{item_id}/approve",
+                    headers={"Authorization": f"Bearer {reviewer}"},
+                    json={"note": "checked the order"},
+                )
+                assert response.status_code == 200, response.text
+            else:  # a reviewer signs in to the console and presses Approve
+                assert "issue_refund" in approve_in_console(srv.url, reviewer, item_id)
             state = state_of(agent, saved)
             assert [a.outcome for a in apply_decisions(px, state)] == ["approved"]
             approved = state.to_json()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -386,3 +387,19 @@ def test_values_that_cannot_be_recorded_are_refused_and_logged_remotely(server: 
     assert all(d["record"]["decision"] == "deny" for d in denials)
     agent.close()
     admin.close()
+
+
+def approve_in_console(url: str, token: str, item_id: str) -> str:
+    """Sign in to the console and press Approve on the item's page, as a reviewer does;
+    returns the page the reviewer read."""
+    with httpx.Client(base_url=url, timeout=10) as console:
+        csrf = re.search(r'name="csrf" value="([^"]+)"', console.get("/login").text)
+        assert csrf is not None
+        signed = console.post("/login", data={"csrf": csrf.group(1), "token": token})
+        assert signed.status_code == 303
+        page = console.get(f"/items/{item_id}").text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+        assert csrf is not None
+        pressed = console.post(f"/items/{item_id}/approve", data={"csrf": csrf.group(1)})
+        assert pressed.status_code == 303, pressed.text[:300]
+        return page
